@@ -7,7 +7,8 @@
 // - no point yet (initial replication): normal, or warning once the first copy has run longer
 //             than the critical threshold (a slow first copy is expected, not an outage).
 // Pure: (now, lastPointAt, policy) in, health out.
-import type { Health } from './model.ts';
+import type { Health, ItemState } from './model.ts';
+import { replicates } from './lifecycle.ts';
 
 export interface HealthPolicy {
   frequencySeconds: number;
@@ -46,4 +47,16 @@ export function rpoHealth(now: number, lastPointAt: number | null, policy: Healt
 /** RPO in seconds (age of the newest point), or null without one. */
 export function rpoSeconds(now: number, lastPointAt: number | null): number | null {
   return lastPointAt === null ? null : Math.max(0, Math.round((now - lastPointAt) / 1000));
+}
+
+/**
+ * Health of an item in any state. Replicating states are judged by RPO. A machine that is not
+ * replicating (failover cancelled, failed over, committed) is not protected: warning, so that it
+ * stands out until someone commits and reprotects it. disabling and failing-over are normal:
+ * an operator asked for them and a job is on it.
+ */
+export function itemHealth(now: number, state: ItemState, lastPointAt: number | null, policy: HealthPolicy, initialSince?: number): Health {
+  if (replicates(state)) return rpoHealth(now, lastPointAt, policy, initialSince);
+  if (state === 'failover-cancelled' || state === 'failed-over' || state === 'committed') return 'warning';
+  return 'normal';
 }

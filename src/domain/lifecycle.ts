@@ -193,6 +193,24 @@ export function expectedActiveSite(item: Pick<LifecycleItem, 'state' | 'directio
     : sourceSite(item.direction, ctx);
 }
 
+/**
+ * States in which replication runs (the scheduler takes cycles for these). In test-failover the
+ * drill runs beside replication; in failback-syncing and failback-ready the machine still runs at
+ * the recovery site and keeps replicating until phase 2 shuts it down.
+ */
+export const REPLICATING_STATES: readonly ItemState[] = [
+  'initial-replication',
+  'protected',
+  'test-failover',
+  'failback-syncing',
+  'failback-ready',
+  'reprotecting',
+];
+
+export function replicates(state: ItemState): boolean {
+  return REPLICATING_STATES.includes(state);
+}
+
 /** How a state reads after the machine's name: "web-01 is protected". */
 export function describeState(state: ItemState): string {
   switch (state) {

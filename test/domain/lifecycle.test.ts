@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { ReboundError } from '../../src/domain/errors.ts';
 import {
   INTERNAL_ACTIONS,
+  REPLICATING_STATES,
   decide,
   expectedActiveSite,
   transition,
@@ -290,3 +291,7 @@ function canReachProtected(start: LifecycleItem): boolean {
   }
   return false;
 }
+
+void test('replication runs in the states where the machine is still protected at its source', () => {
+  assert.deepEqual([...REPLICATING_STATES].sort(), ['failback-ready', 'failback-syncing', 'initial-replication', 'protected', 'reprotecting', 'test-failover']);
+});

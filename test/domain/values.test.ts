@@ -7,7 +7,7 @@ import { ReboundError } from '../../src/domain/errors.ts';
 import { formatAge, formatDuration, parseDuration } from '../../src/domain/durations.ts';
 import { nameProblem, validateName } from '../../src/domain/names.ts';
 import { parseBandwidth, validatePolicy } from '../../src/domain/policy.ts';
-import { rpoHealth, rpoSeconds } from '../../src/domain/health.ts';
+import { itemHealth, rpoHealth, rpoSeconds } from '../../src/domain/health.ts';
 import { assertRole, requiredRole, roleAllows } from '../../src/domain/rbac.ts';
 
 const refusedWith = (code: string, message?: RegExp | string) => (e: unknown) => {
@@ -150,4 +150,18 @@ void test('roles: reader < operator < admin, and each API call needs the role do
     (e: unknown) => e instanceof ReboundError && e.kind === 'forbidden' && e.message === 'failover needs the operator role; this token is reader: use a token with the operator role (rebound token create NAME --role operator).',
   );
   assert.doesNotThrow(() => assertRole('admin', 'operator', 'failover'));
+});
+
+void test('item health: RPO while replicating, warning while not protected, normal while a job is on it', () => {
+  const now = 1_000_000_000;
+  const p = { frequencySeconds: 30 };
+  const stale = now - 3_600_000;
+  assert.equal(itemHealth(now, 'protected', now - 1000, p), 'normal');
+  assert.equal(itemHealth(now, 'protected', stale, p), 'critical');
+  assert.equal(itemHealth(now, 'test-failover', stale, p), 'critical');
+  assert.equal(itemHealth(now, 'failback-ready', now - 90_000, p), 'warning');
+  assert.equal(itemHealth(now, 'initial-replication', null, p, now - 1000), 'normal');
+  assert.equal(itemHealth(now, 'reprotecting', null, p, now - 3_600_000), 'warning');
+  for (const s of ['failover-cancelled', 'failed-over', 'committed'] as const) assert.equal(itemHealth(now, s, now, p), 'warning', s);
+  for (const s of ['failing-over', 'disabling'] as const) assert.equal(itemHealth(now, s, stale, p), 'normal', s);
 });
