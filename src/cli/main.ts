@@ -11,6 +11,7 @@ import { registerJobs } from './commands/jobs.ts';
 import { registerTokens } from './commands/tokens.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerOptionalVerbs } from './commands/optional.ts';
+import { registerItemViews } from './commands/items.ts';
 import { ReboundError, httpStatusOf } from '../domain/errors.ts';
 
 const VERSION = '0.1.0';
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerMachines(program);
   registerPolicies(program);
   registerJobs(program);
+  registerItemViews(program);
   registerTokens(program);
   registerOptionalVerbs(program);
 

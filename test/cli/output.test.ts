@@ -12,6 +12,9 @@ import { fields, table, time } from '../../src/cli/output.ts';
 import { EXIT, exitCodeForStatus } from '../../src/cli/exit-codes.ts';
 import { DEFAULT_URL, resolveConnection } from '../../src/cli/client.ts';
 import { jobIdOf } from '../../src/cli/job-follow.ts';
+import { targetPath } from '../../src/cli/commands/items.ts';
+import { describeReport } from '../../src/cli/commands/optional.ts';
+import { CliError } from '../../src/cli/cli-error.ts';
 
 const BIN = new URL('../../bin/rebound', import.meta.url).pathname;
 
@@ -60,6 +63,20 @@ void test('the job id of an action answer: { job: {id} }, { job: id } or a job i
   assert.equal(jobIdOf({ id: 'j3', kind: 'protect', state: 'queued' }), 'j3');
   assert.equal(jobIdOf({ id: 's1', name: 'site-a' }), undefined);
   assert.equal(jobIdOf(null), undefined);
+});
+
+void test('targets: a machine name goes to /items, plan:NAME to /plans', () => {
+  assert.equal(targetPath('web-01'), '/items/web-01');
+  assert.equal(targetPath('plan:app'), '/plans/app');
+  assert.throws(() => targetPath('plan:'), (e: unknown) => e instanceof CliError && e.exitCode === EXIT.usage);
+});
+
+void test('verify-disk summary: ok with counts, or what is wrong first', () => {
+  assert.equal(describeReport('d.img', { ok: true, records: 120, highestContiguousSeq: 119, corrupt: [], outOfOrder: [] }), 'd.img: ok (120 records, contiguous to sequence 119).');
+  assert.equal(
+    describeReport('d.img', { ok: false, records: 120, highestContiguousSeq: 40, corrupt: [{ offset: 4096, reason: 'checksum mismatch' }, { offset: 8192 }], outOfOrder: [1] }),
+    'd.img: FAILED: 2 corrupt records (first at offset 4096: checksum mismatch), 1 out of order; 120 records, contiguous to sequence 40.',
+  );
 });
 
 function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {

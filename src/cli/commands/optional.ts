@@ -9,6 +9,27 @@ import { verb } from '../context.ts';
 import type { Ctx } from '../context.ts';
 import { EXIT } from '../exit-codes.ts';
 
+/** What src/guest/verify.ts reports (read loosely: only what the summary line needs). */
+interface VerifyReport {
+  ok?: boolean;
+  records?: number;
+  highestContiguousSeq?: number;
+  corrupt?: { offset?: number; reason?: string }[];
+  outOfOrder?: unknown[];
+}
+
+export function describeReport(image: string, r: VerifyReport): string {
+  const counts = `${r.records ?? 0} records, contiguous to sequence ${r.highestContiguousSeq ?? '-'}`;
+  if (r.ok === true) return `${image}: ok (${counts}).`;
+  const corrupt = r.corrupt ?? [];
+  const first = corrupt[0];
+  const parts = [
+    corrupt.length > 0 ? `${corrupt.length} corrupt record${corrupt.length === 1 ? '' : 's'}${first ? ` (first at offset ${first.offset ?? '?'}: ${first.reason ?? 'bad'})` : ''}` : '',
+    (r.outOfOrder ?? []).length > 0 ? `${(r.outOfOrder ?? []).length} out of order` : '',
+  ].filter((x) => x !== '');
+  return `${image}: FAILED: ${parts.join(', ') || 'not ok'}; ${counts}.`;
+}
+
 const VERIFY_URL = new URL('../../guest/verify.ts', import.meta.url);
 
 export function registerOptionalVerbs(program: Command): void {
@@ -23,13 +44,10 @@ function registerVerifyDisk(program: Command): void {
       verb(async (ctx: Ctx, image: string) => {
         const mod = (await import(VERIFY_URL.href)) as { verifyDisk: (path: string) => Promise<unknown> };
         const result = await mod.verifyDisk(resolve(image));
-        const ok = typeof result === 'object' && result !== null && (result as { ok?: unknown }).ok === true;
+        const r = (result ?? {}) as VerifyReport;
+        const ok = r.ok === true;
         if (ctx.p.json) ctx.p.out(JSON.stringify(result, null, 2));
-        else {
-          const r = (result ?? {}) as { message?: unknown; problems?: unknown };
-          const detail = typeof r.message === 'string' ? r.message : Array.isArray(r.problems) ? r.problems.join('; ') : '';
-          ctx.p.out(`${image}: ${ok ? 'ok' : 'FAILED'}${detail ? ` (${detail})` : ''}`);
-        }
+        else ctx.p.out(describeReport(image, r));
         return ok ? EXIT.ok : EXIT.jobFailed;
       }),
     );

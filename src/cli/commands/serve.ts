@@ -35,14 +35,12 @@ export function registerServe(program: Command): void {
         const mod = (await import(modUrl)) as ServeModule;
         const dataDir = resolve(o.data);
         const server = await mod.startServer({ dataDir, port: o.port, host: o.host, ...(o.db === undefined ? {} : { dbUrl: o.db }) });
+        // startServer itself prints the first admin token once; --json repeats it as a field so
+        // that scripts can read one JSON line instead of scraping text.
         if (ctx.p.json) {
           ctx.p.out(JSON.stringify({ url: server.url, dataDir, ...(server.adminToken ? { adminToken: server.adminToken } : {}) }));
         } else {
-          ctx.p.err(`rebound: serving at ${server.url} (data in ${dataDir})`);
-          if (server.adminToken) {
-            ctx.p.err(`rebound: first admin token (also in ${dataDir}/admin.token):`);
-            ctx.p.out(server.adminToken);
-          }
+          ctx.p.err(`rebound: serving at ${server.url} (data in ${dataDir}${server.adminToken ? `; admin token in ${dataDir}/admin.token` : ''})`);
         }
         await new Promise<void>((done) => {
           let closing = false;
