@@ -6,6 +6,7 @@ import fc from 'fast-check';
 import { ReboundError } from '../../src/domain/errors.ts';
 import { choosePoints, executionOrder, inferDirection, validatePlan } from '../../src/domain/plan.ts';
 import type { MachinePoints, PlanItemView } from '../../src/domain/plan.ts';
+import { formatPointChoice, parsePointChoice } from '../../src/domain/points.ts';
 import type { RecoveryPoint } from '../../src/domain/model.ts';
 
 const refusedWith = (code: string, message?: string) => (e: unknown) => {
@@ -117,4 +118,14 @@ void test('a point id picks that point of one machine; refused for plans, unknow
   assert.throws(() => choosePoints('solo', [solo], { id: 'nope' }), refusedWith('point-not-found'));
   assert.throws(() => choosePoints('solo', [solo], { id: bad.id }), refusedWith('point-unusable'));
   assert.throws(() => choosePoints('plan:app', [solo, { ...solo, machine: 'two' }], { id: p.id }), refusedWith('invalid-point'));
+});
+
+void test('point choices: the three names or an id; anything else is refused with the accepted forms', () => {
+  assert.equal(parsePointChoice(undefined), 'latest');
+  assert.equal(parsePointChoice('latest-app-consistent'), 'latest-app-consistent');
+  assert.deepEqual(parsePointChoice('3f2a-77'), { id: '3f2a-77' });
+  assert.equal(formatPointChoice({ id: 'p1' }), 'p1');
+  for (const bad of ['', 'latest-ish', 'a b', '../x']) {
+    assert.throws(() => parsePointChoice(bad), refusedWith('invalid-point'), bad);
+  }
 });
