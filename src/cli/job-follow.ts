@@ -36,13 +36,41 @@ function currentTask(job: Job): string {
   return t ? t.name : '';
 }
 
+/**
+ * Progress as plain lines for logs: each new job log line once (the API returns the last few,
+ * so they overlap between polls), then a status line whenever state, progress or task change.
+ */
+export class PlainProgress {
+  private lastLine = '';
+  private readonly seenLog = new Set<string>();
+
+  lines(job: Job): string[] {
+    const out: string[] = [];
+    for (const entry of job.log ?? []) {
+      const key = `${entry.at}|${entry.level}|${entry.message}`;
+      if (this.seenLog.has(key)) continue;
+      this.seenLog.add(key);
+      out.push(`  ${entry.level === 'info' ? '' : `${entry.level}: `}${entry.message}`);
+    }
+    const task = currentTask(job);
+    const line = `job ${job.id} ${job.state} ${Math.round(job.progress ?? 0)}%${task ? ` ${task}` : ''}`;
+    if (line !== this.lastLine) out.push(line);
+    this.lastLine = line;
+    return out;
+  }
+}
+
+export function waitingNote(job: Job): string {
+  const task = currentTask(job);
+  return `job ${job.id} is waiting for an operator${task ? ` at "${task}"` : ''}: resume it with rebound job resume ${job.id}.`;
+}
+
 export async function followJob(client: ApiClient, id: string, opts: FollowOptions = {}): Promise<Job> {
   const pollMs = opts.pollMs ?? 250;
   const tty = opts.tty ?? process.stderr.isTTY === true;
   const write = opts.write ?? ((line: string) => process.stderr.write(`${line}\n`));
   let bar: cliProgress.SingleBar | null = null;
-  let lastLine = '';
-  const seenLog = new Set<string>();
+  const plain = new PlainProgress();
 
   try {
     for (;;) {
@@ -61,16 +89,7 @@ export async function followJob(client: ApiClient, id: string, opts: FollowOptio
             bar.update(progress, { state: job.state, task });
           }
         } else {
-          // The API returns the last log lines; print each once, in order.
-          for (const entry of job.log ?? []) {
-            const key = `${entry.at}|${entry.level}|${entry.message}`;
-            if (seenLog.has(key)) continue;
-            seenLog.add(key);
-            write(`  ${entry.level === 'info' ? '' : `${entry.level}: `}${entry.message}`);
-          }
-          const line = `job ${job.id} ${job.state} ${progress}%${task ? ` ${task}` : ''}`;
-          if (line !== lastLine) write(line);
-          lastLine = line;
+          for (const line of plain.lines(job)) write(line);
         }
       }
       if (isFinished(job.state)) return job;
@@ -78,7 +97,7 @@ export async function followJob(client: ApiClient, id: string, opts: FollowOptio
         if (!opts.quiet) {
           bar?.stop();
           bar = null;
-          write(`job ${job.id} is waiting for an operator${task ? ` at "${task}"` : ''}: resume it with rebound job resume ${job.id}${job.kind.includes('failover') || job.kind.includes('failback') ? ` (or rebound complete-failover ${job.id})` : ''}.`);
+          write(waitingNote(job));
         }
         return job;
       }

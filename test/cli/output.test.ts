@@ -11,7 +11,8 @@ import { createServer } from 'node:net';
 import { fields, table, time } from '../../src/cli/output.ts';
 import { EXIT, exitCodeForStatus } from '../../src/cli/exit-codes.ts';
 import { DEFAULT_URL, resolveConnection } from '../../src/cli/client.ts';
-import { jobIdOf } from '../../src/cli/job-follow.ts';
+import { PlainProgress, jobIdOf, waitingNote } from '../../src/cli/job-follow.ts';
+import type { Job } from '../../src/domain/model.ts';
 import { targetPath } from '../../src/cli/commands/items.ts';
 import { describeReport } from '../../src/cli/commands/optional.ts';
 import { CliError } from '../../src/cli/cli-error.ts';
@@ -63,6 +64,20 @@ void test('the job id of an action answer: { job: {id} }, { job: id } or a job i
   assert.equal(jobIdOf({ id: 'j3', kind: 'protect', state: 'queued' }), 'j3');
   assert.equal(jobIdOf({ id: 's1', name: 'site-a' }), undefined);
   assert.equal(jobIdOf(null), undefined);
+});
+
+void test('plain progress: each log line once, a status line only when something changed', () => {
+  const base: Job = { id: 'j1', kind: 'protect', target: 'web-01', state: 'running', progress: 10, tasks: [], log: [], createdAt: 0, createdBy: 'admin' };
+  const p = new PlainProgress();
+  const task = (state: 'running' | 'waiting' | 'succeeded') => ({ seq: 0, name: 'copy disk vda', state, progress: 10, startedAt: 1, finishedAt: null });
+  assert.deepEqual(p.lines({ ...base, tasks: [task('running')], log: [{ at: 1, level: 'info', message: 'snapshot taken' }] }), ['  snapshot taken', 'job j1 running 10% copy disk vda']);
+  assert.deepEqual(p.lines({ ...base, tasks: [task('running')], log: [{ at: 1, level: 'info', message: 'snapshot taken' }] }), []);
+  assert.deepEqual(
+    p.lines({ ...base, progress: 55.4, tasks: [task('running')], log: [{ at: 1, level: 'info', message: 'snapshot taken' }, { at: 2, level: 'warn', message: 'slow disk' }] }),
+    ['  warn: slow disk', 'job j1 running 55% copy disk vda'],
+  );
+  assert.deepEqual(p.lines({ ...base, state: 'succeeded', progress: 100, tasks: [task('succeeded')] }), ['job j1 succeeded 100%']);
+  assert.equal(waitingNote({ ...base, state: 'waiting', tasks: [{ ...task('waiting'), name: 'manual: switch DNS' }] }), 'job j1 is waiting for an operator at "manual: switch DNS": resume it with rebound job resume j1.');
 });
 
 void test('targets: a machine name goes to /items, plan:NAME to /plans', () => {
