@@ -132,6 +132,7 @@ export interface TaskTable {
   error: string | null; // JSON
   started_at: number | null;
   finished_at: number | null;
+  resumed_at: number | null; // set by resume(): the task's manual action was completed
 }
 
 export interface JobLogTable {

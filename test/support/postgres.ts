@@ -1,8 +1,8 @@
 // A throwaway PostgreSQL cluster for tests and benchmarks: initdb into a temporary directory
 // (as the `postgres` user when we are root, since initdb refuses root), start on a free loopback
 // port with fsync off, and remove it afterwards.
-import { execFileSync, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, statSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 
@@ -45,7 +45,16 @@ function asPostgres(cmd: string[]): string[] {
 function run(cmd: string[]): void {
   const [file, ...args] = cmd;
   if (file === undefined) throw new Error('empty command');
-  execFileSync(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const r = spawnSync(file, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${path.basename(cmd[cmd.length > 5 ? 4 : 0] ?? file)} failed: ${(r.stderr || r.stdout).trim()}`);
+}
+
+/** The postgres user must be able to walk down to a cluster directory made by root. */
+function letPostgresTraverse(dir: string): void {
+  for (let d = path.dirname(dir); d !== path.dirname(d); d = path.dirname(d)) {
+    const st = statSync(d);
+    if ((st.mode & 0o001) === 0 && st.uid === process.getuid?.()) chmodSync(d, st.mode | 0o711);
+  }
 }
 
 /** Starts a cluster in `dir` (created if missing). Takes about 1.5 s. */
@@ -59,6 +68,7 @@ export async function startPostgres(dir: string): Promise<ThrowawayPostgres> {
     const pw = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
     if (!pw) throw new Error('no postgres user: run scripts/setup (installs the postgresql package)');
     const [, , uid, gid] = pw.split(':');
+    letPostgresTraverse(dir);
     chownSync(dir, Number(uid), Number(gid));
     chownSync(sock, Number(uid), Number(gid));
   }

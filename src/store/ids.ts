@@ -1,0 +1,16 @@
+// Identifiers and clocks for rows: UUIDs as text, times as epoch milliseconds.
+import { randomUUID } from 'node:crypto';
+
+export function newId(): string {
+  return randomUUID();
+}
+
+export function now(): number {
+  return Date.now();
+}
+
+/** Parses a JSON column, with a fallback for NULL. */
+export function parseJson<T>(text: string | null | undefined, fallback: T): T {
+  if (text === null || text === undefined || text === '') return fallback;
+  return JSON.parse(text) as T;
+}

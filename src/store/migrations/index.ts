@@ -1,0 +1,11 @@
+// Forward-only migrations, in order. Never edit a released migration: add the next one.
+import type { Migration, MigrationProvider } from 'kysely/migration';
+import type { Dialect } from '../dialect.ts';
+import { up as initial } from './0001-initial.ts';
+
+export function migrations(dialect: Dialect): MigrationProvider {
+  const list: Record<string, Migration> = {
+    '0001-initial': { up: initial(dialect) },
+  };
+  return { getMigrations: () => Promise.resolve(list) };
+}
