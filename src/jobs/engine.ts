@@ -1,0 +1,557 @@
+// The durable job engine (a worker role of the vault), modelled on graphile-worker and pg-boss.
+//
+// Life of a job:
+//   queued ──claim (lease)──▶ running ──all tasks done──▶ succeeded
+//     ▲                        │ │ │
+//     │   retryable failure ◀──┘ │ └──▶ failed (non-retryable, or attempts used up) ──resume──▶ queued
+//     │   lease expired (crash)  │
+//     │   graceful stop          └──▶ waiting (manual action) ──resume──▶ queued
+//   cancel: queued/waiting → cancelled at once; running → cancel_requested, the task's
+//   AbortSignal fires (here, or in the other process at its next heartbeat) → cancelled.
+//
+// Claiming takes a lease: `locked_by = me`, `lease_expires_at = now + lease`. Every later write is
+// fenced by `locked_by = me`, so a worker that lost its lease (it stalled, another took over)
+// cannot change the job. Heartbeats extend the lease while a task runs; a job whose lease expired
+// is claimable again, and the next worker continues at the first unfinished task, handing that
+// task its last checkpoint. On PostgreSQL the claim uses FOR UPDATE SKIP LOCKED; on SQLite the
+// single UPDATE … RETURNING statement is atomic (writers are serialised).
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { conflict, notFound, ReboundError, toReboundError } from '../domain/errors.ts';
+import { newId, now, parseJson } from '../store/ids.ts';
+import type { Store } from '../store/open.ts';
+import type { Row } from '../store/schema.ts';
+import { backoffMs, retryPolicy, shouldRetry } from './retry.ts';
+import type { EnqueueRequest, ErrorView, JobDefinition, JobFilter, JobView, LogLine, TaskContext } from './types.ts';
+import { terminalJobStates } from './types.ts';
+import { decodeCursor, encodeCursor, jobProgress, jobView } from './views.ts';
+
+export interface JobEngineOptions {
+  store: Store;
+  workerId?: string;
+  /** Lease length; a crashed worker's job is picked up this long after its last heartbeat. */
+  leaseMs?: number;
+  /** How often an idle worker looks for work. */
+  pollMs?: number;
+  /** Jobs run at once by this worker. */
+  concurrency?: number;
+  logger?: Logger;
+}
+
+class Interrupt extends Error {
+  readonly why: 'cancel' | 'shutdown' | 'lease-lost' | 'wait';
+  constructor(why: Interrupt['why'], message: string) {
+    super(message);
+    this.why = why;
+  }
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type AnyDefinition = JobDefinition<any>;
+
+export class JobEngine {
+  readonly workerId: string;
+  readonly #store: Store;
+  readonly #leaseMs: number;
+  readonly #pollMs: number;
+  readonly #concurrency: number;
+  readonly #log: Logger | undefined;
+  readonly #defs = new Map<string, AnyDefinition>();
+  readonly #events = new EventEmitter();
+  readonly #running = new Map<string, { ac: AbortController; done: Promise<void> }>();
+  #timer: NodeJS.Timeout | undefined;
+  #started = false;
+  #stopping = false;
+  #polling = false;
+
+  constructor(opts: JobEngineOptions) {
+    this.#store = opts.store;
+    this.workerId = opts.workerId ?? `${hostname()}:${process.pid}:${newId().slice(0, 8)}`;
+    this.#leaseMs = opts.leaseMs ?? 30_000;
+    this.#pollMs = opts.pollMs ?? 250;
+    this.#concurrency = opts.concurrency ?? 4;
+    this.#log = opts.logger;
+    this.#events.setMaxListeners(0);
+  }
+
+  register(def: AnyDefinition): void {
+    if (this.#defs.has(def.kind)) throw new Error(`job kind ${def.kind} registered twice`);
+    this.#defs.set(def.kind, def);
+  }
+
+  kinds(): string[] {
+    return [...this.#defs.keys()];
+  }
+
+  on(event: 'job', fn: (job: JobView) => void): void {
+    this.#events.on(event, fn);
+  }
+
+  off(event: 'job', fn: (job: JobView) => void): void {
+    this.#events.off(event, fn);
+  }
+
+  // ---- operations ------------------------------------------------------------------------------
+
+  async enqueue(req: EnqueueRequest): Promise<JobView> {
+    const def = this.#defs.get(req.kind);
+    if (!def) throw new ReboundError('invalid', 'job.unknown-kind', `no job kind '${req.kind}' is known to this server`);
+    const params = def.validate ? def.validate(req.params) : req.params;
+    const db = this.#store.db;
+    if (req.idempotencyKey !== undefined) {
+      const existing = await db.selectFrom('jobs').select('id').where('idempotency_key', '=', req.idempotencyKey).executeTakeFirst();
+      if (existing) return (await this.get(existing.id)) as JobView;
+    }
+    const plan = def.describe(params);
+    if (plan.length === 0) throw new Error(`job kind ${req.kind} described no tasks`);
+    const policy = retryPolicy(def.retry);
+    const id = newId();
+    const t = now();
+    try {
+      await db.transaction().execute(async (tx) => {
+        await tx
+          .insertInto('jobs')
+          .values({
+            id,
+            kind: req.kind,
+            target: req.target ?? '',
+            state: 'queued',
+            params: JSON.stringify(params ?? {}),
+            result: null,
+            error: null,
+            progress: 0,
+            attempts: 0,
+            max_attempts: policy.maxAttempts,
+            run_after: t,
+            locked_by: null,
+            locked_at: null,
+            lease_expires_at: null,
+            cancel_requested: 0,
+            idempotency_key: req.idempotencyKey ?? null,
+            created_by: req.createdBy,
+            created_at: t,
+            started_at: null,
+            finished_at: null,
+            updated_at: t,
+          })
+          .execute();
+        await tx
+          .insertInto('tasks')
+          .values(
+            plan.map((p, seq) => ({
+              id: newId(),
+              job_id: id,
+              seq,
+              name: p.name,
+              state: 'pending',
+              progress: 0,
+              checkpoint: null,
+              result: null,
+              error: null,
+              started_at: null,
+              finished_at: null,
+              resumed_at: null,
+            })),
+          )
+          .execute();
+      });
+    } catch (err) {
+      // Two enqueues raced on one idempotency key: the other won; return its job.
+      if (req.idempotencyKey !== undefined) {
+        const existing = await db.selectFrom('jobs').select('id').where('idempotency_key', '=', req.idempotencyKey).executeTakeFirst();
+        if (existing) return (await this.get(existing.id)) as JobView;
+      }
+      throw err;
+    }
+    const view = (await this.get(id)) as JobView;
+    this.#emit(view);
+    this.#kick();
+    return view;
+  }
+
+  async get(id: string, logLines = 100): Promise<JobView | undefined> {
+    const db = this.#store.db;
+    const job = await db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+    if (!job) return undefined;
+    const tasks = await db.selectFrom('tasks').selectAll().where('job_id', '=', id).orderBy('seq').execute();
+    const log = await db.selectFrom('job_log').selectAll().where('job_id', '=', id).orderBy('id', 'desc').limit(logLines).execute();
+    return jobView(job, tasks, log.reverse());
+  }
+
+  async list(filter: JobFilter): Promise<{ items: JobView[]; next: string | null }> {
+    const limit = Math.min(Math.max(filter.limit ?? 50, 1), 500);
+    let q = this.#store.db.selectFrom('jobs').selectAll();
+    if (filter.state) q = q.where('state', '=', filter.state);
+    if (filter.kind) q = q.where('kind', '=', filter.kind);
+    if (filter.target) q = q.where('target', '=', filter.target);
+    if (filter.cursor) {
+      const c = decodeCursor(filter.cursor);
+      if (!c) throw new ReboundError('invalid', 'bad-cursor', 'the cursor is not one this server gave out', { hint: 'start again without a cursor' });
+      q = q.where((eb) => eb.or([eb('created_at', '<', c.createdAt), eb.and([eb('created_at', '=', c.createdAt), eb('id', '<', c.id)])]));
+    }
+    const rows = await q.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit + 1).execute();
+    const page = rows.slice(0, limit);
+    const ids = page.map((r) => r.id);
+    const tasks = ids.length ? await this.#store.db.selectFrom('tasks').selectAll().where('job_id', 'in', ids).execute() : [];
+    const items = page.map((j) => jobView(j, tasks.filter((t) => t.job_id === j.id), []));
+    const last = page[page.length - 1];
+    return { items, next: rows.length > limit && last ? encodeCursor(last.created_at, last.id) : null };
+  }
+
+  async cancel(id: string, by: string): Promise<JobView> {
+    const job = await this.get(id, 0);
+    if (!job) throw notFound('job.not-found', `no job ${id}`);
+    if (terminalJobStates.includes(job.state)) {
+      throw conflict('job.ended', `job ${id} has already ${job.state === 'succeeded' ? 'succeeded' : job.state === 'failed' ? 'failed' : 'been cancelled'}; there is nothing to cancel`);
+    }
+    const def = this.#defs.get(job.kind);
+    const allowed = def?.cancellable === undefined ? true : typeof def.cancellable === 'function' ? def.cancellable(job) : def.cancellable;
+    if (!allowed) {
+      throw conflict('job.not-cancellable', def?.notCancellableReason ?? `a ${job.kind} job cannot be cancelled at this point; wait for it to finish`);
+    }
+    const db = this.#store.db;
+    const t = now();
+    const direct = await db
+      .updateTable('jobs')
+      .set({ state: 'cancelled', finished_at: t, updated_at: t, locked_by: null, lease_expires_at: null, cancel_requested: 1 })
+      .where('id', '=', id)
+      .where('state', 'in', ['queued', 'waiting'])
+      .executeTakeFirst();
+    if (Number(direct.numUpdatedRows) > 0) {
+      await db.updateTable('tasks').set({ state: 'cancelled', finished_at: t }).where('job_id', '=', id).where('state', 'in', ['pending', 'waiting', 'running']).execute();
+      await this.#appendLog(id, null, `cancelled by ${by}`, 'warn');
+    } else {
+      await db.updateTable('jobs').set({ cancel_requested: 1, updated_at: t }).where('id', '=', id).where('state', '=', 'running').execute();
+      await this.#appendLog(id, null, `cancel requested by ${by}`, 'warn');
+      this.#running.get(id)?.ac.abort(new Interrupt('cancel', `cancelled by ${by}`));
+    }
+    const view = (await this.get(id)) as JobView;
+    this.#emit(view);
+    return view;
+  }
+
+  async resume(id: string, by: string): Promise<JobView> {
+    const job = await this.get(id, 0);
+    if (!job) throw notFound('job.not-found', `no job ${id}`);
+    const db = this.#store.db;
+    const t = now();
+    if (job.state === 'waiting') {
+      const updated = await db.transaction().execute(async (tx) => {
+        const r = await tx.updateTable('jobs').set({ state: 'queued', run_after: t, updated_at: t }).where('id', '=', id).where('state', '=', 'waiting').executeTakeFirst();
+        if (Number(r.numUpdatedRows) === 0) return false;
+        await tx.updateTable('tasks').set({ state: 'pending', resumed_at: t }).where('job_id', '=', id).where('state', '=', 'waiting').execute();
+        return true;
+      });
+      if (!updated) throw conflict('job.not-waiting', `job ${id} is no longer waiting`);
+      await this.#appendLog(id, null, `resumed by ${by}`);
+    } else if (job.state === 'failed') {
+      await db.transaction().execute(async (tx) => {
+        await tx
+          .updateTable('jobs')
+          .set({ state: 'queued', run_after: t, updated_at: t, error: null, finished_at: null, attempts: 0, cancel_requested: 0 })
+          .where('id', '=', id)
+          .where('state', '=', 'failed')
+          .execute();
+        await tx.updateTable('tasks').set({ state: 'pending', error: null, finished_at: null }).where('job_id', '=', id).where('state', '=', 'failed').execute();
+      });
+      await this.#appendLog(id, null, `retried by ${by}`);
+    } else {
+      throw conflict('job.not-resumable', `job ${id} is ${job.state}; only a job that waits for an operator or has failed can be resumed`);
+    }
+    const view = (await this.get(id)) as JobView;
+    this.#emit(view);
+    this.#kick();
+    return view;
+  }
+
+  // ---- the worker -----------------------------------------------------------------------------
+
+  start(): void {
+    if (this.#started) return;
+    this.#started = true;
+    this.#stopping = false;
+    this.#schedule(0);
+  }
+
+  /** Stops claiming, interrupts running tasks and hands their jobs back (no lease left behind). */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#started = false;
+    if (this.#timer) clearTimeout(this.#timer);
+    for (const r of this.#running.values()) r.ac.abort(new Interrupt('shutdown', 'worker stopping'));
+    await Promise.allSettled([...this.#running.values()].map((r) => r.done));
+  }
+
+  /** Claims and runs what it can now; returns the number of jobs claimed (tests use it). */
+  async poll(): Promise<number> {
+    if (this.#polling || this.#stopping) return 0;
+    this.#polling = true;
+    let claimed = 0;
+    try {
+      while (!this.#stopping && this.#running.size < this.#concurrency) {
+        const job = await this.#claim();
+        if (!job) break;
+        claimed++;
+        const ac = new AbortController();
+        const done = this.#run(job, ac).finally(() => {
+          this.#running.delete(job.id);
+          this.#kick();
+        });
+        this.#running.set(job.id, { ac, done });
+      }
+    } catch (err) {
+      // SQLite may answer "database is locked" when another process writes: try again soon.
+      this.#log?.debug({ err }, 'claim failed; will retry');
+    } finally {
+      this.#polling = false;
+    }
+    return claimed;
+  }
+
+  #schedule(ms: number): void {
+    if (!this.#started || this.#stopping) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => {
+      void this.poll().finally(() => this.#schedule(this.#pollMs));
+    }, ms);
+  }
+
+  #kick(): void {
+    if (this.#started && !this.#stopping) this.#schedule(0);
+  }
+
+  async #claim(): Promise<Row<'jobs'> | undefined> {
+    const kinds = this.kinds();
+    if (kinds.length === 0) return undefined;
+    const db = this.#store.db;
+    const t = now();
+    let sub = db
+      .selectFrom('jobs')
+      .select('id')
+      .where('kind', 'in', kinds)
+      .where((eb) =>
+        eb.or([
+          eb.and([eb('state', '=', 'queued'), eb('run_after', '<=', t)]),
+          eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', t)]),
+        ]),
+      )
+      .orderBy('run_after')
+      .orderBy('created_at')
+      .limit(1);
+    if (this.#store.dialect === 'postgres') sub = sub.forUpdate().skipLocked();
+    const row = await db
+      .updateTable('jobs')
+      .set((eb) => ({
+        state: 'running',
+        locked_by: this.workerId,
+        locked_at: t,
+        lease_expires_at: t + this.#leaseMs,
+        attempts: eb('attempts', '+', 1),
+        started_at: eb.fn.coalesce('started_at', eb.val(t)),
+        updated_at: t,
+      }))
+      .where('id', '=', sub)
+      .returningAll()
+      .executeTakeFirst();
+    return row;
+  }
+
+  async #run(row: Row<'jobs'>, ac: AbortController): Promise<void> {
+    const id = row.id;
+    const def = this.#defs.get(row.kind);
+    if (!def) return;
+    if (row.attempts > 1) await this.#appendLog(id, null, `picked up by ${this.workerId} (attempt ${row.attempts})`);
+    const heartbeat = setInterval(() => {
+      void this.#heartbeat(id, ac);
+    }, Math.max(50, Math.floor(this.#leaseMs / 3)));
+    try {
+      if (Number(row.cancel_requested) === 1) throw new Interrupt('cancel', 'cancel requested');
+      await this.#runTasks(row, def, ac.signal);
+      await this.#finish(id, 'succeeded');
+    } catch (err) {
+      await this.#handleFailure(row, def, err, ac.signal);
+    } finally {
+      clearInterval(heartbeat);
+      const view = await this.get(id).catch(() => undefined);
+      if (view) this.#emit(view);
+    }
+  }
+
+  async #runTasks(row: Row<'jobs'>, def: AnyDefinition, signal: AbortSignal): Promise<void> {
+    const db = this.#store.db;
+    const id = row.id;
+    const tasks = await db.selectFrom('tasks').selectAll().where('job_id', '=', id).orderBy('seq').execute();
+    const results = new Map<number, unknown>();
+    const params = parseJson<unknown>(row.params, {});
+    let lastResult: unknown = null;
+    for (const task of tasks) {
+      if (task.state === 'succeeded' || task.state === 'skipped') {
+        lastResult = parseJson<unknown>(task.result, null);
+        results.set(task.seq, lastResult);
+        continue;
+      }
+      if (signal.aborted) throw signal.reason;
+      await this.#fencedTask(id, task.seq, { state: 'running', started_at: task.started_at ?? now(), error: null });
+      const view = (await this.get(id, 0)) as JobView;
+      this.#emit(view);
+      let checkpoint = parseJson<unknown>(task.checkpoint, undefined);
+      let lastProgressWrite = 0;
+      const ctx: TaskContext = {
+        job: view,
+        params,
+        task: view.tasks[task.seq] ?? { seq: task.seq, name: task.name, state: 'running', progress: 0, startedAt: null, finishedAt: null },
+        signal,
+        get checkpoint() {
+          return checkpoint;
+        },
+        saveCheckpoint: async (data) => {
+          await this.#fencedTask(id, task.seq, { checkpoint: JSON.stringify(data ?? null) });
+          checkpoint = data;
+        },
+        progress: async (pct) => {
+          const t = Date.now();
+          if (pct < 100 && t - lastProgressWrite < 200) return;
+          lastProgressWrite = t;
+          await this.#fencedTask(id, task.seq, { progress: Math.max(0, Math.min(100, pct)) });
+          await this.#updateJobProgress(id);
+        },
+        log: (message, level = 'info') => this.#appendLog(id, task.seq, message, level),
+        waitForResume: async (reason) => {
+          if (task.resumed_at !== null) return;
+          throw new Interrupt('wait', reason);
+        },
+        results,
+      };
+      const result = await def.runTask(ctx);
+      if (signal.aborted) throw signal.reason;
+      lastResult = result ?? null;
+      results.set(task.seq, lastResult);
+      await this.#fencedTask(id, task.seq, { state: 'succeeded', progress: 100, result: JSON.stringify(lastResult), finished_at: now() });
+      await this.#updateJobProgress(id);
+    }
+    await this.#fencedJob(id, { result: JSON.stringify(lastResult) });
+  }
+
+  async #handleFailure(row: Row<'jobs'>, def: AnyDefinition, err: unknown, signal: AbortSignal): Promise<void> {
+    const id = row.id;
+    const reason = err instanceof Interrupt ? err : signal.aborted && signal.reason instanceof Interrupt ? signal.reason : undefined;
+    try {
+      if (reason?.why === 'lease-lost') {
+        this.#log?.warn({ job: id }, 'lease lost; another worker owns the job now');
+        return;
+      }
+      if (reason?.why === 'shutdown') {
+        // Hand the job back: the next worker (or this one restarted) continues it at once.
+        const t = now();
+        await this.#fencedTasksWhere(id, ['running'], { state: 'pending' });
+        await this.#fencedJob(id, { state: 'queued', locked_by: null, lease_expires_at: null, run_after: t, attempts: Math.max(0, row.attempts - 1) });
+        await this.#appendLog(id, null, `handed back by ${this.workerId}, which is stopping`);
+        return;
+      }
+      if (reason?.why === 'wait') {
+        await this.#fencedTasksWhere(id, ['running'], { state: 'waiting' });
+        await this.#appendLog(id, null, `waiting for an operator: ${reason.message} (resume with: rebound job resume ${id})`, 'warn');
+        await this.#fencedJob(id, { state: 'waiting', locked_by: null, lease_expires_at: null });
+        return;
+      }
+      if (reason?.why === 'cancel') {
+        const t = now();
+        await this.#fencedTasksWhere(id, ['running', 'pending'], { state: 'cancelled', finished_at: t });
+        await this.#appendLog(id, null, 'cancelled', 'warn');
+        await this.#finish(id, 'cancelled');
+        return;
+      }
+      const e = toReboundError(err);
+      const errorView: ErrorView = { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
+      const policy = retryPolicy(def.retry);
+      const current = await this.#store.db.selectFrom('jobs').select(['attempts']).where('id', '=', id).executeTakeFirst();
+      const attempts = current?.attempts ?? row.attempts;
+      if (shouldRetry(policy, attempts, e.code, e.retryable)) {
+        const delay = backoffMs(policy, attempts);
+        await this.#fencedTasksWhere(id, ['running'], { state: 'pending', error: JSON.stringify(errorView) });
+        await this.#appendLog(id, null, `attempt ${attempts} failed: ${e.message}; retrying in ${Math.round(delay / 100) / 10} s`, 'warn');
+        await this.#fencedJob(id, { state: 'queued', run_after: now() + delay, locked_by: null, lease_expires_at: null });
+        return;
+      }
+      if (e.kind === 'internal') this.#log?.error({ err, job: id }, 'job failed');
+      await this.#fencedTasksWhere(id, ['running'], { state: 'failed', error: JSON.stringify(errorView), finished_at: now() });
+      await this.#appendLog(id, null, `failed: ${e.message}${e.hint ? ` (${e.hint})` : ''}`, 'error');
+      await this.#fencedJob(id, { error: JSON.stringify(errorView) });
+      await this.#finish(id, 'failed');
+    } catch (inner) {
+      if (inner instanceof Interrupt && inner.why === 'lease-lost') return;
+      this.#log?.error({ err: inner, job: id }, 'could not record the job outcome; the lease will expire and the job will be retried');
+    }
+  }
+
+  async #heartbeat(id: string, ac: AbortController): Promise<void> {
+    if (ac.signal.aborted) return;
+    try {
+      const r = await this.#store.db
+        .updateTable('jobs')
+        .set({ lease_expires_at: now() + this.#leaseMs })
+        .where('id', '=', id)
+        .where('locked_by', '=', this.workerId)
+        .returning(['cancel_requested'])
+        .executeTakeFirst();
+      if (!r) ac.abort(new Interrupt('lease-lost', 'lease lost'));
+      else if (Number(r.cancel_requested) === 1) ac.abort(new Interrupt('cancel', 'cancel requested'));
+    } catch (err) {
+      this.#log?.warn({ err, job: id }, 'heartbeat failed');
+    }
+  }
+
+  async #finish(id: string, state: 'succeeded' | 'failed' | 'cancelled'): Promise<void> {
+    const t = now();
+    await this.#fencedJob(id, {
+      state,
+      finished_at: t,
+      locked_by: null,
+      lease_expires_at: null,
+      ...(state === 'succeeded' ? { progress: 100 } : {}),
+    });
+  }
+
+  async #fencedJob(id: string, set: Partial<Row<'jobs'>>): Promise<void> {
+    const r = await this.#store.db
+      .updateTable('jobs')
+      .set({ ...set, updated_at: now() })
+      .where('id', '=', id)
+      .where('locked_by', '=', this.workerId)
+      .executeTakeFirst();
+    if (Number(r.numUpdatedRows) === 0) throw new Interrupt('lease-lost', 'lease lost');
+  }
+
+  async #fencedTask(id: string, seq: number, set: Partial<Row<'tasks'>>): Promise<void> {
+    await this.#fencedTasksWhere(id, undefined, set, seq);
+  }
+
+  async #fencedTasksWhere(id: string, states: string[] | undefined, set: Partial<Row<'tasks'>>, seq?: number): Promise<void> {
+    let q = this.#store.db
+      .updateTable('tasks')
+      .set(set)
+      .where('job_id', '=', id)
+      .where((eb) => eb.exists(eb.selectFrom('jobs').select('jobs.id').where('jobs.id', '=', id).where('jobs.locked_by', '=', this.workerId)));
+    if (states) q = q.where('state', 'in', states);
+    if (seq !== undefined) q = q.where('seq', '=', seq);
+    const r = await q.executeTakeFirst();
+    if (seq !== undefined && Number(r.numUpdatedRows) === 0) throw new Interrupt('lease-lost', 'lease lost');
+  }
+
+  async #updateJobProgress(id: string): Promise<void> {
+    const tasks = await this.#store.db.selectFrom('tasks').select(['state', 'progress']).where('job_id', '=', id).execute();
+    await this.#fencedJob(id, { progress: jobProgress(tasks.map((t) => ({ state: t.state, progress: Number(t.progress) }))) });
+    const view = await this.get(id, 0);
+    if (view) this.#emit(view);
+  }
+
+  async #appendLog(id: string, task: number | null, message: string, level: LogLine['level'] = 'info'): Promise<void> {
+    await this.#store.db.insertInto('job_log').values({ job_id: id, task_seq: task, at: now(), level, message }).execute();
+    this.#log?.[level === 'error' ? 'error' : level === 'warn' ? 'warn' : 'info']({ job: id, task }, message);
+  }
+
+  #emit(view: JobView): void {
+    this.#events.emit('job', view);
+  }
+}
