@@ -290,15 +290,17 @@ export class JobEngine {
     let claimed = 0;
     try {
       while (!this.#stopping && this.#running.size < this.#concurrency) {
-        const job = await this.#claim();
-        if (!job) break;
-        claimed++;
-        const ac = new AbortController();
-        const done = this.#run(job, ac).finally(() => {
-          this.#running.delete(job.id);
-          this.#kick();
-        });
-        this.#running.set(job.id, { ac, done });
+        const jobs = await this.#claim(this.#concurrency - this.#running.size);
+        if (jobs.length === 0) break;
+        claimed += jobs.length;
+        for (const job of jobs) {
+          const ac = new AbortController();
+          const done = this.#run(job, ac).finally(() => {
+            this.#running.delete(job.id);
+            this.#kick();
+          });
+          this.#running.set(job.id, { ac, done });
+        }
       }
     } catch (err) {
       // SQLite may answer "database is locked" when another process writes: try again soon.
@@ -321,9 +323,10 @@ export class JobEngine {
     if (this.#started && !this.#stopping) this.#schedule(0);
   }
 
-  async #claim(): Promise<Row<'jobs'> | undefined> {
+  /** Claims up to `max` claimable jobs in one statement. */
+  async #claim(max: number): Promise<Row<'jobs'>[]> {
     const kinds = this.kinds();
-    if (kinds.length === 0) return undefined;
+    if (kinds.length === 0) return [];
     const db = this.#store.db;
     const t = now();
     let sub = db
@@ -338,9 +341,9 @@ export class JobEngine {
       )
       .orderBy('run_after')
       .orderBy('created_at')
-      .limit(1);
+      .limit(max);
     if (this.#store.dialect === 'postgres') sub = sub.forUpdate().skipLocked();
-    const row = await db
+    const rows = await db
       .updateTable('jobs')
       .set((eb) => ({
         state: 'running',
@@ -351,10 +354,10 @@ export class JobEngine {
         started_at: eb.fn.coalesce('started_at', eb.val(t)),
         updated_at: t,
       }))
-      .where('id', '=', sub)
+      .where('id', 'in', sub)
       .returningAll()
-      .executeTakeFirst();
-    return row;
+      .execute();
+    return rows;
   }
 
   async #run(row: Row<'jobs'>, ac: AbortController): Promise<void> {
@@ -367,18 +370,17 @@ export class JobEngine {
     }, Math.max(50, Math.floor(this.#leaseMs / 3)));
     try {
       if (Number(row.cancel_requested) === 1) throw new Interrupt('cancel', 'cancel requested');
-      await this.#runTasks(row, def, ac.signal);
-      await this.#finish(id, 'succeeded');
+      const result = await this.#runTasks(row, def, ac.signal);
+      await this.#finish(id, 'succeeded', result);
     } catch (err) {
       await this.#handleFailure(row, def, err, ac.signal);
     } finally {
       clearInterval(heartbeat);
-      const view = await this.get(id).catch(() => undefined);
-      if (view) this.#emit(view);
+      this.#emitById(id);
     }
   }
 
-  async #runTasks(row: Row<'jobs'>, def: AnyDefinition, signal: AbortSignal): Promise<void> {
+  async #runTasks(row: Row<'jobs'>, def: AnyDefinition, signal: AbortSignal): Promise<unknown> {
     const db = this.#store.db;
     const id = row.id;
     const tasks = await db.selectFrom('tasks').selectAll().where('job_id', '=', id).orderBy('seq').execute();
@@ -392,9 +394,13 @@ export class JobEngine {
         continue;
       }
       if (signal.aborted) throw signal.reason;
-      await this.#fencedTask(id, task.seq, { state: 'running', started_at: task.started_at ?? now(), error: null });
-      const view = (await this.get(id, 0)) as JobView;
-      this.#emit(view);
+      const startedAt = task.started_at ?? now();
+      await this.#fencedTask(id, task.seq, { state: 'running', started_at: startedAt, error: null });
+      task.state = 'running';
+      task.started_at = startedAt;
+      // The view handed to the task is built from what this worker already holds: no extra reads.
+      const view = jobView({ ...row, state: 'running', progress: jobProgress(tasks) }, tasks, []);
+      this.#emitById(id);
       let checkpoint = parseJson<unknown>(task.checkpoint, undefined);
       let lastProgressWrite = 0;
       const ctx: TaskContext = {
@@ -427,10 +433,13 @@ export class JobEngine {
       if (signal.aborted) throw signal.reason;
       lastResult = result ?? null;
       results.set(task.seq, lastResult);
-      await this.#fencedTask(id, task.seq, { state: 'succeeded', progress: 100, result: JSON.stringify(lastResult), finished_at: now() });
-      await this.#updateJobProgress(id);
+      const finishedAt = now();
+      await this.#fencedTask(id, task.seq, { state: 'succeeded', progress: 100, result: JSON.stringify(lastResult), finished_at: finishedAt });
+      Object.assign(task, { state: 'succeeded', progress: 100, finished_at: finishedAt });
+      if (task !== tasks[tasks.length - 1]) await this.#fencedJob(id, { progress: jobProgress(tasks) });
+      this.#emitById(id);
     }
-    await this.#fencedJob(id, { result: JSON.stringify(lastResult) });
+    return lastResult;
   }
 
   async #handleFailure(row: Row<'jobs'>, def: AnyDefinition, err: unknown, signal: AbortSignal): Promise<void> {
@@ -502,10 +511,11 @@ export class JobEngine {
     }
   }
 
-  async #finish(id: string, state: 'succeeded' | 'failed' | 'cancelled'): Promise<void> {
+  async #finish(id: string, state: 'succeeded' | 'failed' | 'cancelled', result?: unknown): Promise<void> {
     const t = now();
     await this.#fencedJob(id, {
       state,
+      ...(result !== undefined ? { result: JSON.stringify(result) } : {}),
       finished_at: t,
       locked_by: null,
       lease_expires_at: null,
@@ -542,8 +552,7 @@ export class JobEngine {
   async #updateJobProgress(id: string): Promise<void> {
     const tasks = await this.#store.db.selectFrom('tasks').select(['state', 'progress']).where('job_id', '=', id).execute();
     await this.#fencedJob(id, { progress: jobProgress(tasks.map((t) => ({ state: t.state, progress: Number(t.progress) }))) });
-    const view = await this.get(id, 0);
-    if (view) this.#emit(view);
+    this.#emitById(id);
   }
 
   async #appendLog(id: string, task: number | null, message: string, level: LogLine['level'] = 'info'): Promise<void> {
@@ -553,5 +562,15 @@ export class JobEngine {
 
   #emit(view: JobView): void {
     this.#events.emit('job', view);
+  }
+
+  /** Reads and emits the job's view, only when someone listens (the API's event streams). */
+  #emitById(id: string): void {
+    if (this.#events.listenerCount('job') === 0) return;
+    void this.get(id, 20)
+      .then((v) => {
+        if (v) this.#emit(v);
+      })
+      .catch(() => undefined);
   }
 }
