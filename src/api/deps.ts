@@ -1,0 +1,26 @@
+// What the API's routes are built from, and what a request carries once authenticated.
+import type { Logger } from 'pino';
+import type { JobEngine } from '../jobs/engine.ts';
+import type { Store } from '../store/open.ts';
+import type { Principal } from './auth.ts';
+
+export interface ApiDeps {
+  store: Store;
+  jobs: JobEngine;
+  logger: Logger;
+  version: string;
+  /** Adds the dev/test-only routes (POST /api/v1/diag/jobs). */
+  diagRoutes?: boolean;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal: Principal | undefined;
+  }
+}
+
+/** The authenticated principal; the auth hook has run for every /api/v1 route that uses this. */
+export function principalOf(req: { principal: Principal | undefined }): Principal {
+  if (!req.principal) throw new Error('route reached without authentication');
+  return req.principal;
+}
