@@ -7,6 +7,7 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import { Type } from '@sinclair/typebox';
+import { Ajv } from 'ajv';
 import { ReboundError } from '../domain/errors.ts';
 import { assertRole, requiredRole } from '../domain/rbac.ts';
 import { authenticate } from './auth.ts';
@@ -36,10 +37,13 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT,
-    // Unknown body fields are refused rather than silently dropped: a typo should not pass.
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
-    disableRequestLogging: false,
   });
+  // Bodies are validated strictly: unknown fields are refused rather than dropped (a typo should
+  // not pass) and nothing is coerced ({"name": 12} is wrong, not "12"). Query strings and path
+  // parameters arrive as text, so they are coerced to the declared types.
+  const strict = new Ajv({ strict: false, removeAdditional: false, coerceTypes: false, useDefaults: true });
+  const lax = new Ajv({ strict: false, removeAdditional: false, coerceTypes: 'array', useDefaults: true });
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : lax).compile(schema));
   app.decorateRequest('principal', undefined);
   installErrorHandlers(app);
   const metrics = createMetrics(deps.store);
