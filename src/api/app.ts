@@ -33,10 +33,25 @@ function isPublic(url: string): boolean {
   return PUBLIC.has(path) || path === `${API_PREFIX}/docs` || path.startsWith(`${API_PREFIX}/docs/`);
 }
 
+function hasNul(v: unknown, depth = 0): boolean {
+  if (typeof v === 'string') return v.includes('\0');
+  if (depth > 64 || typeof v !== 'object' || v === null) return false;
+  for (const [k, x] of Object.entries(v)) if (k.includes('\0') || hasNul(x, depth + 1)) return true;
+  return false;
+}
+
 export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,
     bodyLimit: BODY_LIMIT,
+    // Errors Fastify raises before routing (a path that is not valid percent-encoding) bypass the
+    // error handler; answer them in the API's shape too.
+    frameworkErrors: (err, _req, res) => {
+      void (res as unknown as FastifyReply)
+        .code(400)
+        .type('application/json')
+        .send({ error: { code: 'invalid-url', message: `the URL is not valid (${err.message}): percent-encode path segments as UTF-8.` } });
+    },
   });
   // Bodies are validated strictly: unknown fields are refused rather than dropped (a typo should
   // not pass) and nothing is coerced ({"name": 12} is wrong, not "12"). Query strings and path
@@ -66,6 +81,13 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
     req.principal = await authenticate(deps.store, req.headers.authorization);
     const need = requiredRole(req.method, route);
     assertRole(req.principal.role, need, `${req.method} ${route}`);
+  });
+
+  // PostgreSQL text cannot hold NUL; refuse it everywhere rather than fail in the store.
+  app.addHook('preValidation', async (req: FastifyRequest) => {
+    if (hasNul(req.params) || hasNul(req.query) || hasNul(req.body)) {
+      throw new ReboundError('invalid', 'invalid-text', 'a text value in the request contains a NUL character: remove it.');
+    }
   });
 
   // Audit in onSend, before the answer leaves, so that an answered call is always on record.
