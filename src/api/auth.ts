@@ -41,10 +41,9 @@ export async function createToken(store: Store, name: string, role: Role, expire
   return { token, id, name, role, expiresAt };
 }
 
+// No hint: the client knows where its token came from and says what to do (the CLI does).
 const unauthenticated = (message: string) =>
-  new ReboundError('unauthenticated', 'unauthenticated', message, {
-    hint: "send 'Authorization: Bearer TOKEN'; rebound serve printed the first admin token and wrote it to DATA/admin.token.",
-  });
+  new ReboundError('unauthenticated', 'unauthenticated', `${message} Send 'Authorization: Bearer TOKEN' with a valid token.`);
 
 /** The principal behind an Authorization header, or a 401 saying what was wrong. */
 export async function authenticate(store: Store, header: string | undefined): Promise<Principal> {
