@@ -1,0 +1,73 @@
+// Serves a disk image (raw, qcow2, qcow2 chains) over NBD on a private unix socket with
+// qemu-nbd, for readers that speak NBD (the verifier, tests, benches). The returned handle stops
+// the server and removes the socket directory; qemu-nbd also exits on its own when the client
+// disconnects unless `persistent` is set.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ReboundError } from '../domain/errors.ts';
+
+export interface ServedImage {
+  address: { path: string };
+  process: ChildProcess;
+  close(): Promise<void>;
+}
+
+export interface ServeOptions {
+  /** Image format; qemu-nbd probes when omitted (probing raw is refused for safety, so pass it). */
+  format?: string;
+  readOnly?: boolean;
+  /** Dirty bitmap to expose as the qemu:dirty-bitmap:NAME meta context (qemu-nbd -B). */
+  bitmap?: string;
+  /** Serve more than one client, one after another (qemu-nbd --persistent). */
+  persistent?: boolean;
+  /** Parallel connections allowed (qemu-nbd --shared). */
+  shared?: number;
+  startTimeoutMs?: number;
+}
+
+export async function serveImage(image: string, opts: ServeOptions = {}): Promise<ServedImage> {
+  const dir = await mkdtemp(join(tmpdir(), 'rebound-nbd-'));
+  const socket = join(dir, 'nbd.sock');
+  const args = [`--socket=${socket}`, '--cache=none', '--aio=threads'];
+  if (opts.format) args.push('-f', opts.format);
+  if (opts.readOnly ?? true) args.push('--read-only');
+  if (opts.bitmap) args.push('-B', opts.bitmap);
+  if (opts.persistent) args.push('--persistent');
+  if (opts.shared) args.push(`--shared=${opts.shared}`);
+  args.push(image);
+  const child = spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));
+  let exited = false;
+  const exitedP = new Promise<void>((resolve) => child.once('exit', () => { exited = true; resolve(); }));
+  child.once('error', () => { exited = true; });
+
+  const close = async (): Promise<void> => {
+    if (!exited) {
+      child.kill('SIGTERM');
+      await Promise.race([exitedP, new Promise((r) => setTimeout(r, 3000))]);
+      if (!exited) child.kill('SIGKILL');
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+
+  const deadline = Date.now() + (opts.startTimeoutMs ?? 10_000);
+  for (;;) {
+    if (exited) {
+      await close();
+      throw new ReboundError('unavailable', 'nbd-server-failed', `qemu-nbd could not serve ${image}: ${stderr.trim() || 'it exited at once'}.`, {
+        hint: 'Check that the image exists, its format is right and no other process holds its write lock.',
+      });
+    }
+    if (await stat(socket).then(() => true, () => false)) break;
+    if (Date.now() > deadline) {
+      await close();
+      throw new ReboundError('unavailable', 'nbd-server-failed', `qemu-nbd did not open its socket for ${image} in time.`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { address: { path: socket }, process: child, close };
+}
