@@ -92,6 +92,11 @@ void test('verify-disk summary: ok with counts, or what is wrong first', () => {
     describeReport('d.img', { ok: false, records: 120, highestContiguousSeq: 40, corrupt: [{ offset: 4096, reason: 'checksum mismatch' }, { offset: 8192 }], outOfOrder: [1] }),
     'd.img: FAILED: 2 corrupt records (first at offset 4096: checksum mismatch), 1 out of order; 120 records, contiguous to sequence 40.',
   );
+  assert.equal(
+    describeReport('d.img', { ok: false, records: 3, highestContiguousSeq: 3, corrupt: [], gaps: [{}], counts: { corrupt: 0, outOfOrder: 0, gaps: 1 } }),
+    'd.img: FAILED: 1 unwritten gap; 3 records, contiguous to sequence 3.',
+  );
+  assert.equal(describeReport('d.img', { ok: false, records: 0, highestContiguousSeq: 0, expectSeq: 5 }), 'd.img: FAILED: fewer records than expected (records 1..5); 0 records, contiguous to sequence 0.');
 });
 
 function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {

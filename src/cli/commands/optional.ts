@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { verb } from '../context.ts';
 import type { Ctx } from '../context.ts';
 import { EXIT } from '../exit-codes.ts';
+import { CliError } from '../cli-error.ts';
 
 /** What src/guest/verify.ts reports (read loosely: only what the summary line needs). */
 interface VerifyReport {
@@ -16,18 +17,27 @@ interface VerifyReport {
   highestContiguousSeq?: number;
   corrupt?: { offset?: number; reason?: string }[];
   outOfOrder?: unknown[];
+  gaps?: unknown[];
+  expectSeq?: number;
+  /** Exact counts (the lists may be capped). */
+  counts?: { corrupt?: number; outOfOrder?: number; gaps?: number };
 }
+
+const plural = (n: number, word: string): string => `${n} ${word}${n === 1 ? '' : 's'}`;
 
 export function describeReport(image: string, r: VerifyReport): string {
   const counts = `${r.records ?? 0} records, contiguous to sequence ${r.highestContiguousSeq ?? '-'}`;
   if (r.ok === true) return `${image}: ok (${counts}).`;
-  const corrupt = r.corrupt ?? [];
-  const first = corrupt[0];
+  const corrupt = r.counts?.corrupt ?? (r.corrupt ?? []).length;
+  const outOfOrder = r.counts?.outOfOrder ?? (r.outOfOrder ?? []).length;
+  const gaps = r.counts?.gaps ?? (r.gaps ?? []).length;
+  const first = r.corrupt?.[0];
   const parts = [
-    corrupt.length > 0 ? `${corrupt.length} corrupt record${corrupt.length === 1 ? '' : 's'}${first ? ` (first at offset ${first.offset ?? '?'}: ${first.reason ?? 'bad'})` : ''}` : '',
-    (r.outOfOrder ?? []).length > 0 ? `${(r.outOfOrder ?? []).length} out of order` : '',
+    corrupt > 0 ? `${plural(corrupt, 'corrupt record')}${first ? ` (first at offset ${first.offset ?? '?'}: ${first.reason ?? 'bad'})` : ''}` : '',
+    outOfOrder > 0 ? `${outOfOrder} out of order` : '',
+    gaps > 0 ? plural(gaps, 'unwritten gap') : '',
   ].filter((x) => x !== '');
-  return `${image}: FAILED: ${parts.join(', ') || 'not ok'}; ${counts}.`;
+  return `${image}: FAILED: ${parts.join(', ') || `fewer records than expected${r.expectSeq === undefined ? '' : ` (records 1..${r.expectSeq})`}`}; ${counts}.`;
 }
 
 const VERIFY_URL = new URL('../../guest/verify.ts', import.meta.url);
@@ -39,16 +49,24 @@ export function registerOptionalVerbs(program: Command): void {
 function registerVerifyDisk(program: Command): void {
   program
     .command('verify-disk <image>')
-    .description("check a disk image's filesystem and the workload's own checks (exit 1 when it fails)")
+    .description("check the guest workload's records on a disk image, raw or qcow2 (exit 1 when damaged)")
+    .option('--expect-seq <n>', "the guest's last durable sequence: the disk must hold records 1..N", (v) => Number.parseInt(v, 10))
+    .option('--strict', 'count a torn record at the end of the run as corruption too')
     .action(
       verb(async (ctx: Ctx, image: string) => {
-        const mod = (await import(VERIFY_URL.href)) as { verifyDisk: (path: string) => Promise<unknown> };
-        const result = await mod.verifyDisk(resolve(image));
+        const o = ctx.opts as { expectSeq?: number; strict?: boolean };
+        if (o.expectSeq !== undefined && (!Number.isInteger(o.expectSeq) || o.expectSeq < 0)) {
+          throw new CliError('--expect-seq must be a whole number, 0 or more.', { exitCode: EXIT.usage, code: 'invalid-seq' });
+        }
+        const mod = (await import(VERIFY_URL.href)) as { verifyDisk: (path: string, opts?: { expectSeq?: number; strict?: boolean }) => Promise<unknown> };
+        const result = await mod.verifyDisk(resolve(image), {
+          ...(o.expectSeq === undefined ? {} : { expectSeq: o.expectSeq }),
+          ...(o.strict ? { strict: true } : {}),
+        });
         const r = (result ?? {}) as VerifyReport;
-        const ok = r.ok === true;
         if (ctx.p.json) ctx.p.out(JSON.stringify(result, null, 2));
         else ctx.p.out(describeReport(image, r));
-        return ok ? EXIT.ok : EXIT.jobFailed;
+        return r.ok === true ? EXIT.ok : EXIT.jobFailed;
       }),
     );
 }
