@@ -71,7 +71,7 @@ export function registerItemViews(program: Command): void {
         const res = await ctx.client.list<ProtectedItem>('/items', { state: o.state, health: o.health });
         emit(ctx.p, res, () =>
           res.items.length === 0
-            ? 'no protected items: protect a machine with rebound protect MACHINE.'
+            ? 'no protected items.'
             : table(res.items, [
                 { header: 'MACHINE', value: (i) => i.machine },
                 { header: 'STATE', value: (i) => i.state },
