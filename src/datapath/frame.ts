@@ -1,7 +1,7 @@
 // One replication frame: one extent of one disk of one point, compressed (zstd, skipped when it
 // does not shrink; all-zero extents carry no payload), encrypted with AES-256-GCM under the
 // session key, with the header as additional authenticated data and the nonce made from the
-// sequence number. The plain data's SHA-256 travels inside the ciphertext and is checked after
+// sequence number. The plain data's BLAKE3 travels inside the ciphertext and is checked after
 // decrypting and decompressing, so corruption anywhere between the source's read and the
 // receiver's write is caught. Opening a frame has no side effect: it returns the data or throws.
 //
@@ -9,11 +9,12 @@
 // header: "RBF1" | u8 version | u8 type | u8 flags | u8 0 | u16 header-length | u16 0 |
 //         u64 seq | u64 offset | u32 plain length | u32 ciphertext length |
 //         u8 n + item id | u8 n + disk id | u8 n + point id
-// plaintext: 32-byte SHA-256 of the plain data | payload (zstd, raw, or empty for zeros)
-import { createCipheriv, createDecipheriv, createHash } from 'node:crypto';
+// plaintext: 32-byte BLAKE3 of the plain data | payload (zstd, raw, or empty for zeros)
+import { createCipheriv, createDecipheriv } from 'node:crypto';
 import { constants as zc, zstdCompressSync, zstdDecompressSync } from 'node:zlib';
 import { invalid, ReboundError } from '../domain/errors.ts';
 import type { SessionKey } from './frame-key.ts';
+import { checksum as blake3sum, isZero } from './checksum.ts';
 
 export const FRAME_MAGIC = 0x52424631; // "RBF1"
 export const FRAME_VERSION = 1;
@@ -45,7 +46,7 @@ export interface DataFrame {
   header: FrameHeader;
   /** The plain extent (zeros expanded). */
   data: Buffer;
-  /** SHA-256 of `data`, already verified. */
+  /** BLAKE3 of `data`, already verified. */
   checksum: Buffer;
 }
 
@@ -61,25 +62,11 @@ const frameError = (code: string, message: string, details?: Record<string, unkn
   // Retryable: a damaged or lost frame is resent by resuming the transfer.
   new ReboundError('invalid', code, message, { retryable: true, details });
 
-export const sha256 = (data: Uint8Array): Buffer => createHash('sha256').update(data).digest();
 
 function nonceFor(seq: number): Buffer {
   const n = Buffer.alloc(12);
   n.writeBigUInt64BE(BigInt(seq), 4);
   return n;
-}
-
-function isZero(data: Uint8Array): boolean {
-  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  let i = 0;
-  // Compare in 8-byte steps where aligned; the tail byte by byte.
-  if (b.byteOffset % 8 === 0) {
-    const words = new BigUint64Array(b.buffer, b.byteOffset, b.byteLength >>> 3);
-    for (const w of words) if (w !== 0n) return false;
-    i = words.length * 8;
-  }
-  for (; i < b.length; i++) if (b[i] !== 0) return false;
-  return true;
 }
 
 function encodeHeader(h: FrameHeader, bodyLength: number): Buffer {
@@ -157,7 +144,7 @@ function seal(key: SessionKey, header: FrameHeader, plain: Buffer[]): Buffer {
 /** Seals one extent as a data frame (length prefix included). */
 export function encodeDataFrame(key: SessionKey, seq: number, e: ExtentToSend, zstdLevel: number | null = DEFAULT_ZSTD_LEVEL): Buffer {
   if (e.data.length > MAX_FRAME_EXTENT) throw invalid('frame-extent-too-large', `An extent of ${e.data.length} bytes is larger than a frame carries (${MAX_FRAME_EXTENT}); split it.`);
-  const sum = sha256(e.data);
+  const sum = blake3sum(e.data);
   let flags = 0;
   let payload: Buffer;
   if (isZero(e.data)) {
@@ -179,7 +166,7 @@ export function encodeDataFrame(key: SessionKey, seq: number, e: ExtentToSend, z
 
 /** Seals the end-of-transfer frame: its sequence number says how many frames came before it. */
 export function encodeEndFrame(key: SessionKey, seq: number): Buffer {
-  return seal(key, { type: FRAME_TYPE.END, flags: 0, seq, itemId: '', diskId: '', pointId: '', offset: 0, length: 0 }, [sha256(Buffer.alloc(0))]);
+  return seal(key, { type: FRAME_TYPE.END, flags: 0, seq, itemId: '', diskId: '', pointId: '', offset: 0, length: 0 }, [blake3sum(Buffer.alloc(0))]);
 }
 
 /** How many bytes the frame at the start of `buf` needs in all, or null when even its length
@@ -235,7 +222,7 @@ export function decodeFrame(key: SessionKey, frame: Buffer, expectedSeq: number)
     data = Buffer.from(payload);
   }
   if (data.length !== header.length) throw frameError('frame-malformed', `Frame ${header.seq} carries ${data.length} bytes but states ${header.length}.`);
-  if (!sha256(data).equals(checksum)) {
+  if (!blake3sum(data).equals(checksum)) {
     throw frameError('frame-checksum-mismatch', `Frame ${header.seq} (${header.diskId} at ${header.offset}) does not match its checksum after decrypting.`, { seq: header.seq });
   }
   return { header, data, checksum: Buffer.from(checksum) };
