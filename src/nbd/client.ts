@@ -376,6 +376,12 @@ export class NbdClient {
   }
 }
 
+const REP_ERR_UNKNOWN_EXPORT = 2 ** 31 + 6;
+const exportNotFound = (exportName: string, text: string): ReboundError =>
+  new ReboundError('not-found', 'nbd-export-not-found', `The NBD server has no export "${exportName}" (${text}).`, {
+    hint: 'Check the export name (nbdinfo --list shows what the server offers).',
+  });
+
 async function handshake(socket: Socket, r: ByteReader, exportName: string, metaContexts: readonly string[]): Promise<ExportInfo> {
   const hello = await r.exact(18);
   if (hello.readBigUInt64BE(0) !== NBDMAGIC || hello.readBigUInt64BE(8) !== IHAVEOPT) {
@@ -413,6 +419,7 @@ async function handshake(socket: Socket, r: ByteReader, exportName: string, meta
   if (metaContexts.length > 0) {
     const replies = await option(OPT.SET_META_CONTEXT, encodeMetaContexts(exportName, metaContexts));
     const err = errorOf(replies);
+    if (err?.type === REP_ERR_UNKNOWN_EXPORT) throw exportNotFound(exportName, err.text);
     if (err) throw new ReboundError('invalid', 'nbd-meta-context-unsupported', `The NBD server refused meta contexts ${metaContexts.join(', ')}: ${err.text}.`);
     for (const rep of replies) {
       if (rep.type === REP.META_CONTEXT) contexts.set(rep.data.subarray(4).toString('utf8'), rep.data.readUInt32BE(0));
@@ -428,10 +435,8 @@ async function handshake(socket: Socket, r: ByteReader, exportName: string, meta
 
   const replies = await option(OPT.GO, encodeGo(exportName, [INFO.BLOCK_SIZE]));
   const err = errorOf(replies);
-  if (err) {
-    const unknown = err.type === 2 ** 31 + 6;
-    throw new ReboundError(unknown ? 'not-found' : 'unavailable', unknown ? 'nbd-export-not-found' : 'nbd-handshake', `The NBD server would not open export "${exportName}": ${err.text}.`);
-  }
+  if (err?.type === REP_ERR_UNKNOWN_EXPORT) throw exportNotFound(exportName, err.text);
+  if (err) throw new ReboundError('unavailable', 'nbd-handshake', `The NBD server would not open export "${exportName}": ${err.text}.`);
   let size = -1;
   let tflags = 0;
   let minBlock = 1;
