@@ -1,5 +1,5 @@
 /* Shared by the guest workload programs: the on-disk formats (kept in step with
- * src/guest/records.ts and src/guest/fs-files.ts), crc32c, a deterministic filler and the
+ * src/guest/records.ts), crc32c, a deterministic filler and the
  * kernel-command-line parameter reader. Static, single-threaded, no libc surprises. */
 #ifndef REBOUND_GUEST_COMMON_H
 #define REBOUND_GUEST_COMMON_H

@@ -11,6 +11,8 @@ import { promisify } from 'node:util';
 import { ensureGuestKit, guestCmdline, makeDataDisk } from '../../src/guest/kit.ts';
 import type { GuestKit } from '../../src/guest/kit.ts';
 import { verifyDisk, verifyFs } from '../../src/guest/verify.ts';
+import { waitForConsole } from '../../src/guest/console.ts';
+import type { GuestConsoleState } from '../../src/guest/console.ts';
 import { RECORD_SIZE } from '../../src/guest/records.ts';
 
 const run = promisify(execFile);
@@ -26,9 +28,9 @@ after(async () => {
 });
 
 /** Boots the guest until it powers off; returns its console output. Killed on timeout. */
-async function boot(disk: string, format: string, params: Record<string, string | number>, timeoutMs = 60_000): Promise<string> {
+async function boot(disk: string, format: string, params: Record<string, string | number>, timeoutMs = 60_000, nic = 'none'): Promise<string> {
   const qemu = spawn('qemu-system-x86_64', [
-    '-accel', 'tcg', '-m', '256', '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot', '-nic', 'none',
+    '-accel', 'tcg', '-m', '256', '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot', '-nic', nic,
     '-kernel', kit.kernel, '-initrd', kit.initrd, '-append', guestCmdline({ ...params, after: 'poweroff' }),
     '-drive', `file=${disk},format=${format},if=virtio,cache=none`,
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -47,40 +49,24 @@ async function boot(disk: string, format: string, params: Record<string, string 
 }
 
 /**
- * Boots the guest and pulls the plug (SIGKILL of QEMU, no flush) once `until` holds for the
- * console output so far; returns that output. What the console said before the kill is what
- * the workload had reported durable.
+ * Boots the guest with its console in a log file, follows the log with waitForConsole until
+ * `until` holds, then pulls the plug (SIGKILL of QEMU, no flush). Returns the state the console
+ * had shown by then: what the workload had reported durable before the kill.
  */
-async function bootAndKill(disk: string, format: string, params: Record<string, string | number>, until: (out: string) => boolean, timeoutMs = 60_000): Promise<string> {
+async function bootAndKill(disk: string, format: string, params: Record<string, string | number>, until: (s: GuestConsoleState) => boolean): Promise<GuestConsoleState> {
+  const log = join(dir, `console-${Date.now()}.log`);
   const qemu = spawn('qemu-system-x86_64', [
-    '-accel', 'tcg', '-m', '256', '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot', '-nic', 'none',
+    '-accel', 'tcg', '-m', '256', '-display', 'none', '-serial', `file:${log}`, '-monitor', 'none', '-no-reboot', '-nic', 'none',
     '-kernel', kit.kernel, '-initrd', kit.initrd, '-append', guestCmdline(params),
     '-drive', `file=${disk},format=${format},if=virtio,cache=none`,
-  ], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let seen = '';
+  ], { stdio: 'ignore' });
   const exited = new Promise<void>((res) => qemu.once('exit', () => res()));
   try {
-    await new Promise<void>((res, rej) => {
-      const timer = setTimeout(() => rej(new Error(`condition not reached in ${timeoutMs} ms; console:\n${out}`)), timeoutMs);
-      const check = (c: Buffer): void => {
-        out += c.toString();
-        if (until(out)) {
-          seen = out; // everything printed before the kill
-          qemu.kill('SIGKILL');
-          clearTimeout(timer);
-          res();
-        }
-      };
-      qemu.stdout.on('data', check);
-      qemu.stderr.on('data', (c: Buffer) => (out += c.toString()));
-      qemu.once('exit', (code) => { clearTimeout(timer); rej(new Error(`qemu exited (${code}) early; console:\n${out}`)); });
-    });
+    return await waitForConsole(log, until, { timeoutMs: 60_000, pollMs: 20 });
   } finally {
     qemu.kill('SIGKILL');
     await exited;
   }
-  return seen;
 }
 
 const lastDurable = (out: string): number => Math.max(0, ...[...out.matchAll(/REBOUND seq=(\d+) durable/g)].map((m) => Number(m[1])));
@@ -142,6 +128,18 @@ test('the guest boots under TCG, writes records, and they verify as one contiguo
   assert.match(failed.out, /FAILED: 1 corrupt record/);
 });
 
+test('with a virtio NIC the guest takes its address by DHCP or from rebound.ip', async () => {
+  const disk = join(dir, 'net.qcow2');
+  await makeDataDisk(disk, { sizeMiB: 4, format: 'qcow2' });
+  // restrict=on: QEMU's user network without a path out, as an isolated test network would be.
+  const dhcp = await boot(disk, 'qcow2', { workload: 'records', rate: 0, count: 5 }, 60_000, 'user,model=virtio-net-pci,restrict=on');
+  assert.match(dhcp, /REBOUND net eth0 10\.0\.2\.15\/24/);
+  assert.match(dhcp, /REBOUND done workload=records seq=5/);
+  const fixed = await boot(disk, 'qcow2', { workload: 'none', ip: '10.0.2.77/24', gw: '10.0.2.2' }, 60_000, 'user,model=virtio-net-pci,restrict=on');
+  assert.match(fixed, /REBOUND net eth0 10\.0\.2\.77\/24/);
+  assert.doesNotMatch(dhcp + fixed, /REBOUND error/);
+});
+
 test('a torn last record is tolerated, a hole before later records is not', async () => {
   const disk = join(dir, 'tail.raw');
   await makeDataDisk(disk, { sizeMiB: 8, format: 'raw' });
@@ -182,8 +180,8 @@ test('the fs workload writes files that pass e2fsck and verify', async () => {
 test('pulling the plug mid-run loses no record the guest called durable', async () => {
   const disk = join(dir, 'crash.qcow2');
   await makeDataDisk(disk, { sizeMiB: 16, format: 'qcow2' });
-  const out = await bootAndKill(disk, 'qcow2', { workload: 'records', rate: 100, every: 1 }, (o) => lastDurable(o) >= 80);
-  const durable = lastDurable(out);
+  const seen = await bootAndKill(disk, 'qcow2', { workload: 'records', rate: 100, every: 1 }, (c) => c.lastDurableSeq >= 80);
+  const durable = seen.lastDurableSeq;
   const report = await verifyDisk(disk, { expectSeq: durable });
   assert.equal(report.ok, true, JSON.stringify(report));
   assert.ok(report.highestContiguousSeq >= durable);
@@ -194,14 +192,13 @@ test('pulling the plug mid-run loses no record the guest called durable', async 
 test('pulling the plug on the fs workload leaves a clean ext4 holding every durable file', async () => {
   const disk = join(dir, 'fs-crash.qcow2');
   await makeDataDisk(disk, { sizeMiB: 32, format: 'qcow2', fs: 'ext4' });
-  const durableLines = (o: string): [number, number][] => [...o.matchAll(/REBOUND file=(\d+) gen=(\d+) durable/g)].map((m) => [Number(m[1]), Number(m[2])]);
-  const out = await bootAndKill(disk, 'qcow2', { workload: 'fs', files: 8, size: 16384, rate: 0 }, (o) => durableLines(o).length >= 30);
+  const seen = await bootAndKill(disk, 'qcow2', { workload: 'fs', files: 8, size: 16384, rate: 0 }, (c) => c.durableFiles.size === 8 && Math.max(...c.durableFiles.values()) >= 30);
   const report = await verifyFs(disk);
   assert.equal(report.ok, true, JSON.stringify(report));
   assert.equal(report.fsck.exitCode, 0, report.fsck.output);
   assert.equal(report.journalReplayed, true, 'a mounted ext4 killed mid-write needs its journal replayed');
   const onDisk = new Map(report.goodFiles.map((f) => [f.index, f.generation]));
-  for (const [index, gen] of durableLines(out)) {
+  for (const [index, gen] of seen.durableFiles) {
     assert.ok((onDisk.get(index) ?? -1) >= gen, `file ${index} gen ${gen} was durable; disk has ${onDisk.get(index)}`);
   }
 });
