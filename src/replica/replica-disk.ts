@@ -1,0 +1,503 @@
+// The replica of one disk at the recovery site: standard qcow2 files QEMU opens directly.
+//
+//   base.qcow2 ← p-<id1>.qcow2 ← p-<id2>.qcow2 ← …        views/<view>.qcow2 → any point's layer
+//
+// Applying a cycle creates a new overlay on the newest layer, writes the received extents into
+// it through qemu-nbd, flushes and fsyncs it, writes its block checksums beside it, and only then
+// names it in the manifest: a kill at any moment leaves the manifest naming complete points only,
+// and the unnamed half-written overlay is deleted when the replica is next opened.
+// A view is a fresh overlay on a point's layer (copy-on-write, constant time whatever the disk
+// size); the point's own layers are never written. Retention merges the oldest layer into the
+// base (`qemu-img commit`, then the next layer's backing pointer moved to the base, then the
+// manifest) — every step leaves each named point readable and correct, and an interrupted merge
+// is finished on open. Merges wait while any view is open: a running view holds the chain.
+// Encryption at rest is qcow2's LUKS, so QEMU still opens the images given the secret; key
+// rotation adds a keyslot for the new key and removes the old one in every file without
+// rewriting data. scrub() re-reads every written block of every layer and marks the points whose
+// data it cannot vouch for as bad; a bad point is never served as a view.
+import { randomUUID, hkdfSync } from 'node:crypto';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { conflict, invalid, notFound, ReboundError } from '../domain/errors.ts';
+import { checksum } from '../datapath/checksum.ts';
+import { NbdClient } from '../nbd/client.ts';
+import { readSums, writeSums } from './block-sums.ts';
+import type { BlockSums } from './block-sums.ts';
+import { fsyncDir, fsyncPath } from './durable.ts';
+import { loadManifest, MANIFEST, saveManifest } from './manifest.ts';
+import type { LayerEntry, Manifest, ViewEntry } from './manifest.ts';
+import { backingName, jsonName, runQemu, SECRET_ID, spawnWithSecrets } from './qemu.ts';
+import type { Secret } from './qemu.ts';
+
+export const DEFAULT_REPLICA_BLOCK = 64 * 1024;
+const NEW_SECRET_ID = 'rebound-replica-key-next';
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$/;
+const MAX_WRITE = 4 * 1024 * 1024;
+const IN_FLIGHT = 16;
+/** LUKS PBKDF time per keyslot. The secret is a random 256-bit key, not a password, so key
+ * stretching adds nothing; QEMU's benchmark still costs ~1 s per image created or rekeyed. */
+const LUKS_ITER_MS = 10;
+
+export interface AtRestKey {
+  id: string;
+  /** The LUKS passphrase: printable text derived from the vault key. */
+  secret: string;
+}
+
+/** The at-rest key with id `keyId` for replicas of this vault. */
+export function deriveAtRestKey(vaultKey: Uint8Array, keyId: string): AtRestKey {
+  const k = Buffer.from(hkdfSync('sha256', vaultKey, Buffer.from('rebound/replica-at-rest/v1'), Buffer.from(keyId), 32));
+  return { id: keyId, secret: k.toString('hex') };
+}
+
+export interface PointInfo {
+  id: string;
+  createdAt: string;
+  bad: boolean;
+}
+
+export interface ReplicaView {
+  id: string;
+  pointId: string;
+  /** The view's qcow2 file: give it to QEMU as the disk. */
+  path: string;
+  /** A `json:` filename for QEMU; for encrypted replicas pass the secret too (see `secret`). */
+  drive: string;
+  /** For encrypted replicas: `--object secret,id=<id>,…` must define this id. */
+  secretId: string | null;
+}
+
+export interface ApplyExtent {
+  offset: number;
+  data: Uint8Array;
+}
+
+export interface ScrubReport {
+  checkedBlocks: number;
+  damaged: { pointId: string | null; file: string; offset: number | null }[];
+  badPoints: string[];
+}
+
+interface Holder {
+  pointId: string | null;
+  file: string;
+  sums: string | null;
+}
+
+export class ReplicaDisk {
+  readonly dir: string;
+  #m: Manifest;
+  #keys: Map<string, AtRestKey>;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(dir: string, m: Manifest, keys: readonly AtRestKey[]) {
+    this.dir = dir;
+    this.#m = m;
+    this.#keys = new Map(keys.map((k) => [k.id, k]));
+  }
+
+  /** Creates an empty replica (a base of `size` bytes, no points yet) in `dir`. */
+  static async create(dir: string, opts: { size: number; blockSize?: number; key?: AtRestKey }): Promise<ReplicaDisk> {
+    const blockSize = opts.blockSize ?? DEFAULT_REPLICA_BLOCK;
+    if (blockSize < 4096 || blockSize > 2 * 1024 * 1024 || (blockSize & (blockSize - 1)) !== 0) {
+      throw invalid('replica-block-size', `A replica block size of ${blockSize} is not a power of two between 4 KiB and 2 MiB.`);
+    }
+    if (!Number.isInteger(opts.size) || opts.size <= 0 || opts.size % 512 !== 0) throw invalid('replica-size', `A disk size of ${opts.size} bytes is not a positive multiple of 512.`);
+    await mkdir(join(dir, 'views'), { recursive: true });
+    if (await exists(join(dir, MANIFEST))) throw conflict('replica-exists', `A replica already exists in ${dir}.`, { hint: 'Open it instead, or remove it first.' });
+    const m: Manifest = {
+      version: 1,
+      size: opts.size,
+      blockSize,
+      encryption: opts.key ? { keyId: opts.key.id, rotatingTo: null } : null,
+      base: { file: 'base.qcow2', pointId: null, sums: null, createdAt: null, bad: false },
+      layers: [],
+      merging: null,
+      views: [],
+    };
+    const disk = new ReplicaDisk(dir, m, opts.key ? [opts.key] : []);
+    await rm(join(dir, 'base.qcow2'), { force: true }); // from a create that died before its manifest
+    await disk.#createImage('base.qcow2', null);
+    await fsyncDir(dir);
+    await saveManifest(dir, m);
+    return disk;
+  }
+
+  /** Opens a replica and finishes or cleans up whatever a killed process left. `keys` holds the
+   * at-rest keys it may need (the current one; both during a key rotation). */
+  static async open(dir: string, opts: { keys?: readonly AtRestKey[] } = {}): Promise<ReplicaDisk> {
+    const m = await loadManifest(dir);
+    const disk = new ReplicaDisk(dir, m, opts.keys ?? []);
+    if (m.encryption && !disk.#keys.has(m.encryption.keyId)) {
+      throw new ReboundError('forbidden', 'replica-key-missing', `The replica in ${dir} is encrypted with key ${m.encryption.keyId}, which was not given.`, {
+        hint: 'Pass the vault key the replica was written with.',
+      });
+    }
+    await disk.#serial(() => disk.#recover());
+    return disk;
+  }
+
+  get size(): number { return this.#m.size; }
+  get blockSize(): number { return this.#m.blockSize; }
+  get keyId(): string | null { return this.#m.encryption?.keyId ?? null; }
+
+  /** Named points, oldest first (during a merge the base's own old point is no longer one). */
+  points(): PointInfo[] {
+    const out: PointInfo[] = [];
+    const b = this.#m.base;
+    if (b.pointId && !this.#m.merging) out.push({ id: b.pointId, createdAt: b.createdAt ?? '', bad: b.bad });
+    for (const l of this.#m.layers) out.push({ id: l.pointId, createdAt: l.createdAt, bad: l.bad });
+    return out;
+  }
+
+  views(): ViewEntry[] { return this.#m.views.map((v) => ({ ...v })); }
+
+  /** Files the replica holds (for storage accounting). */
+  files(): string[] {
+    return [this.#m.base.file, ...(this.#m.base.sums ? [this.#m.base.sums] : []), ...this.#m.layers.flatMap((l) => [l.file, l.sums]), ...this.#m.views.map((v) => v.file)].map((f) => join(this.dir, f));
+  }
+
+  /**
+   * Writes one recovery point: the extents changed since the newest point. Offsets must be
+   * aligned to the block size and lengths whole blocks (the last block of the disk may be short).
+   * Resolves once the point is durable and named.
+   */
+  applyPoint(pointId: string, extents: AsyncIterable<ApplyExtent> | Iterable<ApplyExtent>, opts: { createdAt?: string } = {}): Promise<PointInfo & { bytes: number }> {
+    return this.#serial(async () => {
+      checkId(pointId, 'point');
+      if (this.points().some((p) => p.id === pointId) || this.#m.merging === pointId) throw conflict('replica-point-exists', `Point ${pointId} already exists in ${this.dir}.`);
+      const top = this.#top();
+      const file = `p-${pointId}.qcow2`;
+      const sumsFile = `p-${pointId}.sums`;
+      await rm(join(this.dir, file), { force: true });
+      await this.#createImage(file, top);
+      const sums: BlockSums = new Map();
+      let bytes = 0;
+      await this.#withNbd(jsonName(this.#spec(file)), false, async (nbd) => {
+        const inflight = new Set<Promise<void>>();
+        let failed: unknown;
+        for await (const e of extents) {
+          this.#checkExtent(e.offset, e.data.length);
+          const bs = this.#m.blockSize;
+          for (let at = 0; at < e.data.length; at += bs) sums.set((e.offset + at) / bs, checksum(e.data.subarray(at, Math.min(e.data.length, at + bs))));
+          for (let at = 0; at < e.data.length; at += MAX_WRITE) {
+            const p = nbd.write(e.offset + at, e.data.subarray(at, Math.min(e.data.length, at + MAX_WRITE))).catch((err: unknown) => { failed ??= err; });
+            inflight.add(p);
+            void p.finally(() => inflight.delete(p));
+            if (inflight.size >= IN_FLIGHT) await Promise.race(inflight);
+            if (failed) throw failed;
+          }
+          bytes += e.data.length;
+        }
+        await Promise.all(inflight);
+        if (failed) throw failed;
+        await nbd.flush();
+      });
+      await fsyncPath(join(this.dir, file));
+      await writeSums(join(this.dir, sumsFile), this.#m.blockSize, sums);
+      const entry: LayerEntry = { pointId, file, sums: sumsFile, createdAt: opts.createdAt ?? new Date().toISOString(), bad: false };
+      this.#m.layers.push(entry);
+      await saveManifest(this.dir, this.#m);
+      return { id: pointId, createdAt: entry.createdAt, bad: false, bytes };
+    });
+  }
+
+  /** A bootable qcow2 of a point: a fresh overlay on its layer, in time independent of size. */
+  openView(pointId: string, viewId: string = randomUUID()): Promise<ReplicaView> {
+    return this.#serial(async () => {
+      checkId(viewId, 'view');
+      const point = this.points().find((p) => p.id === pointId);
+      if (!point) throw notFound('replica-point-not-found', `Point ${pointId} is not retained in ${this.dir}.`, { hint: 'List the points and choose a retained one.' });
+      if (point.bad) throw conflict('replica-point-bad', `Point ${pointId} failed verification and cannot be used.`, { hint: 'Choose another point; scrub reported which points are damaged.' });
+      if (this.#m.views.some((v) => v.id === viewId)) throw conflict('replica-view-exists', `A view ${viewId} already exists.`);
+      const layerFile = this.#m.base.pointId === pointId ? this.#m.base.file : this.#m.layers.find((l) => l.pointId === pointId)!.file;
+      const file = join('views', `${viewId}.qcow2`);
+      await rm(join(this.dir, file), { force: true });
+      await this.#createImage(file, layerFile, '../');
+      await fsyncDir(join(this.dir, 'views'));
+      this.#m.views.push({ id: viewId, pointId, file, createdAt: new Date().toISOString() });
+      await saveManifest(this.dir, this.#m);
+      return this.#viewOf(viewId, pointId, file);
+    });
+  }
+
+  closeView(viewId: string): Promise<void> {
+    return this.#serial(async () => {
+      const v = this.#m.views.find((x) => x.id === viewId);
+      if (!v) return;
+      this.#m.views = this.#m.views.filter((x) => x.id !== viewId);
+      await saveManifest(this.dir, this.#m);
+      await rm(join(this.dir, v.file), { force: true });
+    });
+  }
+
+  /** The secrets a QEMU process needs to open this replica's images (empty when plain). */
+  secrets(): Secret[] {
+    const k = this.#currentKey();
+    return k ? [{ id: SECRET_ID, data: k.secret }] : [];
+  }
+
+  /**
+   * Keeps `oldestKept` and every newer point; older points are merged into the base, oldest
+   * first. Deferred (nothing merged) while any view is open, since views read through the base.
+   */
+  retain(oldestKept: string): Promise<{ dropped: string[]; deferred: boolean }> {
+    return this.#serial(async () => {
+      const idx = this.#m.layers.findIndex((l) => l.pointId === oldestKept);
+      if (idx < 0) {
+        if (this.#m.base.pointId === oldestKept) return { dropped: [], deferred: false };
+        throw notFound('replica-point-not-found', `Point ${oldestKept} is not retained in ${this.dir}.`);
+      }
+      if (this.#m.views.length > 0) return { dropped: [], deferred: true };
+      const dropped: string[] = [];
+      for (let i = 0; i <= idx; i++) {
+        const l = this.#m.layers[0]!;
+        if (this.#m.base.pointId) dropped.push(this.#m.base.pointId);
+        this.#m.merging = l.pointId;
+        await saveManifest(this.dir, this.#m);
+        await this.#finishMerge();
+      }
+      return { dropped, deferred: false };
+    });
+  }
+
+  /** Re-reads every block each layer holds and checks it against its stored checksum. Points
+   * whose view would read a damaged block are marked bad (persisted). */
+  scrub(): Promise<ScrubReport> {
+    return this.#serial(async () => {
+      const holders: Holder[] = [{ pointId: this.#m.base.pointId, file: this.#m.base.file, sums: this.#m.base.sums }, ...this.#m.layers];
+      const sumsOf: (BlockSums | null)[] = [];
+      const damagedOf: (Set<number> | 'all')[] = [];
+      const report: ScrubReport = { checkedBlocks: 0, damaged: [], badPoints: [] };
+      for (const h of holders) {
+        let sums: BlockSums = new Map();
+        let damaged: Set<number> | 'all';
+        try {
+          if (h.sums) sums = await readSums(join(this.dir, h.sums), this.#m.blockSize);
+          damaged = await this.#verifyLayer(h.file, sums);
+        } catch {
+          damaged = 'all';
+        }
+        report.checkedBlocks += sums.size;
+        sumsOf.push(damaged === 'all' ? null : sums);
+        damagedOf.push(damaged);
+        if (damaged === 'all') report.damaged.push({ pointId: h.pointId, file: h.file, offset: null });
+        else for (const b of damaged) report.damaged.push({ pointId: h.pointId, file: h.file, offset: b * this.#m.blockSize });
+      }
+      // Point k (holder k) is bad when, for some damaged block, the nearest holder at or below k
+      // that holds the block is the damaged one.
+      const bad = holders.map(() => false);
+      damagedOf.forEach((d, h) => {
+        if (d === 'all') {
+          for (let k = h; k < holders.length; k++) bad[k] = true;
+          return;
+        }
+        for (const block of d) {
+          for (let k = h; k < holders.length; k++) {
+            if (k > h && sumsOf[k]?.has(block)) break;
+            bad[k] = true;
+          }
+        }
+      });
+      if (bad[0] && this.#m.base.pointId) this.#m.base.bad = true;
+      this.#m.layers.forEach((l, i) => { if (bad[i + 1]) l.bad = true; });
+      await saveManifest(this.dir, this.#m);
+      report.badPoints = this.points().filter((p) => p.bad).map((p) => p.id);
+      return report;
+    });
+  }
+
+  /** Re-keys every image of the replica to `next` (add a keyslot, remove the old one); data is
+   * not rewritten. Interrupted, it is finished by open() given both keys. */
+  rotateKey(next: AtRestKey): Promise<void> {
+    return this.#serial(async () => {
+      if (!this.#m.encryption) throw conflict('replica-not-encrypted', `The replica in ${this.dir} is not encrypted; there is no key to rotate.`);
+      if (next.id === this.#m.encryption.keyId) return;
+      this.#keys.set(next.id, next);
+      this.#m.encryption.rotatingTo = next.id;
+      await saveManifest(this.dir, this.#m);
+      await this.#finishRotation();
+    });
+  }
+
+  // ---- internals ----
+
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(fn, fn);
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  #currentKey(): AtRestKey | null {
+    const e = this.#m.encryption;
+    if (!e) return null;
+    const k = this.#keys.get(e.keyId);
+    if (!k) throw new ReboundError('forbidden', 'replica-key-missing', `The at-rest key ${e.keyId} of ${this.dir} was not given.`);
+    return k;
+  }
+
+  #spec(file: string, alone = false): { path: string; secretId: string | null; alone: boolean } {
+    return { path: join(this.dir, file), secretId: this.#m.encryption ? SECRET_ID : null, alone };
+  }
+
+  #top(): string {
+    return this.#m.layers[this.#m.layers.length - 1]?.file ?? this.#m.base.file;
+  }
+
+  #viewOf(id: string, pointId: string, file: string): ReplicaView {
+    return { id, pointId, path: join(this.dir, file), drive: jsonName(this.#spec(file)), secretId: this.#m.encryption ? SECRET_ID : null };
+  }
+
+  #checkExtent(offset: number, length: number): void {
+    const bs = this.#m.blockSize;
+    const end = offset + length;
+    if (offset % bs !== 0 || (length % bs !== 0 && end !== this.#m.size) || end > this.#m.size || length === 0) {
+      throw invalid('replica-extent-unaligned', `An extent at ${offset} of ${length} bytes is not whole ${bs}-byte blocks inside the ${this.#m.size}-byte disk.`, {
+        hint: 'Send whole blocks (the digest tracker and CBT produce them).',
+      });
+    }
+  }
+
+  async #createImage(file: string, backingFile: string | null, rel = ''): Promise<void> {
+    const opts = [`cluster_size=${this.#m.blockSize}`];
+    const secrets = this.secrets();
+    if (this.#m.encryption) opts.push('encrypt.format=luks', `encrypt.key-secret=${SECRET_ID}`, `encrypt.iter-time=${LUKS_ITER_MS}`);
+    const args = ['create', '-q', '-f', 'qcow2', '-o', opts.join(',')];
+    if (backingFile) args.push('-b', backingName(join(this.dir, backingFile), rel + backingFile, this.#m.encryption ? SECRET_ID : null), '-F', 'qcow2');
+    args.push(join(this.dir, file), String(this.#m.size));
+    await runQemu('qemu-img', args, secrets);
+    await fsyncPath(join(this.dir, file));
+  }
+
+  /** Serves one image over a private qemu-nbd and hands a connected client to `fn`. */
+  async #withNbd<T>(name: string, readOnly: boolean, fn: (c: NbdClient) => Promise<T>, secrets: Secret[] = this.secrets()): Promise<T> {
+    const sock = join(this.dir, `.nbd-${process.pid}-${randomUUID().slice(0, 8)}.sock`);
+    const args = [`--socket=${sock}`, '--cache=writeback', '--aio=threads', ...(readOnly ? ['--read-only'] : []), name];
+    const s = await spawnWithSecrets('qemu-nbd', args, secrets);
+    let exited = false;
+    void s.exited.then(() => (exited = true));
+    try {
+      const deadline = Date.now() + 15_000;
+      while (!(await exists(sock))) {
+        if (exited || Date.now() > deadline) throw new ReboundError('unavailable', 'replica-nbd-failed', `qemu-nbd could not serve ${name}: ${s.stderr().trim() || 'no socket in time'}.`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      await s.forgetSecrets();
+      const c = await NbdClient.connect({ path: sock });
+      try {
+        return await fn(c);
+      } finally {
+        await c.disconnect().catch(() => {});
+      }
+    } finally {
+      const t = setTimeout(() => s.child.kill('SIGKILL'), 10_000);
+      if (!exited) {
+        // It exits by itself once its only client disconnects; a refused start may leave it up.
+        if (!(await Promise.race([s.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]))) s.child.kill('SIGTERM');
+        await s.exited;
+      }
+      clearTimeout(t);
+      await rm(sock, { force: true });
+    }
+  }
+
+  async #verifyLayer(file: string, sums: BlockSums): Promise<Set<number>> {
+    const damaged = new Set<number>();
+    if (sums.size === 0) return damaged;
+    const bs = this.#m.blockSize;
+    await this.#withNbd(jsonName(this.#spec(file, true)), true, async (nbd) => {
+      const blocks = [...sums.keys()];
+      for (let i = 0; i < blocks.length; i += IN_FLIGHT) {
+        await Promise.all(blocks.slice(i, i + IN_FLIGHT).map(async (b) => {
+          const off = b * bs;
+          try {
+            const data = await nbd.read(off, Math.min(bs, this.#m.size - off));
+            if (!checksum(data).equals(sums.get(b)!)) damaged.add(b);
+          } catch {
+            damaged.add(b);
+          }
+        }));
+      }
+    });
+    return damaged;
+  }
+
+  async #finishMerge(): Promise<void> {
+    const l = this.#m.layers[0];
+    if (!l || l.pointId !== this.#m.merging) throw new ReboundError('internal', 'replica-manifest-damaged', `The replica manifest in ${this.dir} records a merge of ${this.#m.merging} that is not its oldest layer.`);
+    const secrets = this.secrets();
+    // 1. The layer's data into the base. Idempotent: redone in full after a crash.
+    await runQemu('qemu-img', ['commit', '-q', '-d', jsonName(this.#spec(l.file))], secrets);
+    await fsyncPath(join(this.dir, this.#m.base.file));
+    // 2. The next layer now reads the same through the base as through the merged layer.
+    const next = this.#m.layers[1];
+    if (next) {
+      await runQemu('qemu-img', ['rebase', '-u', '-b', backingName(join(this.dir, this.#m.base.file), this.#m.base.file, this.#m.encryption ? SECRET_ID : null), '-F', 'qcow2', jsonName(this.#spec(next.file, true))], secrets);
+      await fsyncPath(join(this.dir, next.file));
+    }
+    // 3. The base's checksums gain the layer's, then the manifest says so.
+    const bs = this.#m.blockSize;
+    const sums: BlockSums = this.#m.base.sums ? await readSums(join(this.dir, this.#m.base.sums), bs) : new Map();
+    for (const [k, v] of await readSums(join(this.dir, l.sums), bs)) sums.set(k, v);
+    const baseSums = `base.${l.pointId}.sums`;
+    await writeSums(join(this.dir, baseSums), bs, sums);
+    const old = this.#m.base.sums;
+    this.#m.base = { file: this.#m.base.file, pointId: l.pointId, sums: baseSums, createdAt: l.createdAt, bad: l.bad };
+    this.#m.layers.shift();
+    this.#m.merging = null;
+    await saveManifest(this.dir, this.#m);
+    // 4. What no longer belongs (also swept on open if this is interrupted).
+    await rm(join(this.dir, l.file), { force: true });
+    await rm(join(this.dir, l.sums), { force: true });
+    if (old && old !== baseSums) await rm(join(this.dir, old), { force: true });
+  }
+
+  async #finishRotation(): Promise<void> {
+    const e = this.#m.encryption!;
+    const oldKey = this.#keys.get(e.keyId);
+    const newKey = e.rotatingTo ? this.#keys.get(e.rotatingTo) : undefined;
+    if (!oldKey || !newKey) {
+      throw new ReboundError('forbidden', 'replica-key-missing', `The replica in ${this.dir} is being re-keyed from ${e.keyId} to ${e.rotatingTo ?? '?'}; both keys are needed to finish.`);
+    }
+    const files = [this.#m.base.file, ...this.#m.layers.map((l) => l.file), ...this.#m.views.map((v) => v.file)];
+    for (const file of files) {
+      // Each file alone (without backing): during the rotation the chain holds both keys.
+      const alone = jsonName({ path: join(this.dir, file), secretId: SECRET_ID, alone: true });
+      if (!(await this.#unlocks(file, newKey))) {
+        await runQemu('qemu-img', ['amend', '-o', `encrypt.state=active,encrypt.new-secret=${NEW_SECRET_ID},encrypt.iter-time=${LUKS_ITER_MS}`, alone], [
+          { id: SECRET_ID, data: oldKey.secret },
+          { id: NEW_SECRET_ID, data: newKey.secret },
+        ]);
+      }
+      if (await this.#unlocks(file, oldKey)) {
+        await runQemu('qemu-img', ['amend', '-o', `encrypt.state=inactive,encrypt.old-secret=${NEW_SECRET_ID}`, alone], [
+          { id: SECRET_ID, data: newKey.secret },
+          { id: NEW_SECRET_ID, data: oldKey.secret },
+        ]);
+      }
+      await fsyncPath(join(this.dir, file));
+    }
+    this.#m.encryption = { keyId: newKey.id, rotatingTo: null };
+    await saveManifest(this.dir, this.#m);
+  }
+
+  async #unlocks(file: string, key: AtRestKey): Promise<boolean> {
+    const alone = jsonName({ path: join(this.dir, file), secretId: SECRET_ID, alone: true });
+    return runQemu('qemu-io', ['-r', '-c', 'read 0 512', alone], [{ id: SECRET_ID, data: key.secret }]).then(() => true, () => false);
+  }
+
+  async #recover(): Promise<void> {
+    if (this.#m.merging) await this.#finishMerge();
+    if (this.#m.encryption?.rotatingTo) await this.#finishRotation();
+    const keep = new Set([MANIFEST, 'views', this.#m.base.file, ...(this.#m.base.sums ? [this.#m.base.sums] : []), ...this.#m.layers.flatMap((l) => [l.file, l.sums])]);
+    for (const name of await readdir(this.dir)) if (!keep.has(name)) await rm(join(this.dir, name), { force: true, recursive: true });
+    const views = new Set(this.#m.views.map((v) => v.file));
+    for (const name of await readdir(join(this.dir, 'views'))) if (!views.has(join('views', name))) await rm(join(this.dir, 'views', name), { force: true });
+  }
+}
+
+function checkId(id: string, what: string): void {
+  if (!ID_RE.test(id)) throw invalid(`replica-${what}-id`, `"${id}" is not a usable ${what} id (letters, digits, '.', '_', '-'; up to 101 characters).`);
+}
+
+const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
