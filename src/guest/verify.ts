@@ -65,7 +65,8 @@ export async function imageFormat(image: string): Promise<{ format: string; size
   }
 }
 
-/** Streams the image's slots into the analysis: data chunks, and zero runs that need no read. */
+/** Streams the image's slots into the analysis: data chunks (reused once data() returns), and
+ * zero runs that need no read. */
 interface Sink {
   data(offset: number, buf: Buffer): void;
   zeros(offset: number, length: number): void;
@@ -102,11 +103,15 @@ async function scanNbd(target: NbdTarget, sink: Sink): Promise<number> {
   const c = await NbdClient.connect(target.address, { exportName: target.exportName, metaContexts: ['base:allocation'] });
   try {
     const extents = await c.blockStatusAll('base:allocation');
-    // Keep a few reads in flight; hand results to the sink in disk order.
-    const window: { offset: number; p: Promise<Buffer> }[] = [];
+    // Keep a few reads in flight into reused buffers (the sink is done with a buffer when it
+    // returns); hand results to the sink in disk order.
+    const pool = Array.from({ length: 4 }, () => Buffer.allocUnsafe(CHUNK));
+    let next = 0;
+    const window: { offset: number; buf: Buffer; p: Promise<void> }[] = [];
     const drain = async (): Promise<void> => {
       const head = window.shift()!;
-      sink.data(head.offset, await head.p);
+      await head.p;
+      sink.data(head.offset, head.buf);
     };
     try {
       for (const e of extents) {
@@ -117,8 +122,9 @@ async function scanNbd(target: NbdTarget, sink: Sink): Promise<number> {
         }
         for (let off = e.offset; off < e.offset + e.length; off += CHUNK) {
           const n = Math.min(CHUNK, e.offset + e.length - off);
-          window.push({ offset: off, p: c.read(off, n) });
-          if (window.length >= 4) await drain();
+          const buf = pool[next++ % pool.length]!.subarray(0, n);
+          window.push({ offset: off, buf, p: c.readInto(off, buf) });
+          if (window.length >= pool.length) await drain();
         }
       }
       while (window.length > 0) await drain();

@@ -1,10 +1,20 @@
-// An awaitable byte queue over a socket's 'data' chunks: exact(n) resolves with the next n
-// bytes, into(dst, at, n) copies the next n bytes straight into a caller's buffer (so large read
-// payloads are copied once, not concatenated). One reader at a time, which the NBD client's
-// single reply loop guarantees.
+// An awaitable byte queue over a socket's incoming chunks: exact(n) resolves with the next n
+// bytes, into(dst, at, n) copies the next n bytes straight into a caller's buffer. While an
+// into() is waiting and nothing is queued, push() copies arriving bytes directly into its
+// destination, so a read payload is copied once, even out of a reused receive buffer
+// (`transient` chunks); only what is left over is queued (and copied, if transient). One reader
+// at a time, which the NBD client's single reply loop guarantees.
 
 interface Waiter {
   n: number;
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+interface Sink {
+  dst: Buffer;
+  at: number;
+  left: number;
   resolve: () => void;
   reject: (err: Error) => void;
 }
@@ -14,10 +24,25 @@ export class ByteReader {
   #head = 0; // bytes of #chunks[0] already consumed
   #available = 0;
   #waiter: Waiter | undefined;
+  #sink: Sink | undefined;
   #error: Error | undefined;
 
-  push(chunk: Buffer): void {
-    this.#chunks.push(chunk);
+  /** Adds bytes; `transient` means the caller reuses `chunk` after this call returns. */
+  push(chunk: Buffer, transient = false): void {
+    const s = this.#sink;
+    if (s && this.#available === 0) {
+      const take = Math.min(s.left, chunk.length);
+      chunk.copy(s.dst, s.at, 0, take);
+      s.at += take;
+      s.left -= take;
+      if (s.left === 0) {
+        this.#sink = undefined;
+        s.resolve();
+      }
+      if (take === chunk.length) return;
+      chunk = chunk.subarray(take);
+    }
+    this.#chunks.push(transient ? Buffer.from(chunk) : chunk);
     this.#available += chunk.length;
     const w = this.#waiter;
     if (w && this.#available >= w.n) {
@@ -32,6 +57,9 @@ export class ByteReader {
     const w = this.#waiter;
     this.#waiter = undefined;
     w?.reject(this.#error);
+    const s = this.#sink;
+    this.#sink = undefined;
+    s?.reject(this.#error);
   }
 
   async exact(n: number): Promise<Buffer> {
@@ -49,14 +77,14 @@ export class ByteReader {
   }
 
   async into(dst: Buffer, at: number, n: number): Promise<void> {
-    // Copy what has arrived as it arrives, so a 32 MiB payload never sits twice in memory.
-    let done = 0;
-    while (done < n) {
-      if (this.#available === 0) await this.#want(1);
-      const take = Math.min(this.#available, n - done);
-      this.#copy(dst, at + done, take);
-      done += take;
-    }
+    const now = Math.min(this.#available, n);
+    if (now > 0) this.#copy(dst, at, now);
+    if (now === n) return;
+    if (this.#error) throw this.#error;
+    // The rest goes straight from push() into dst.
+    await new Promise<void>((resolve, reject) => {
+      this.#sink = { dst, at: at + now, left: n - now, resolve, reject };
+    });
   }
 
   async skip(n: number): Promise<void> {

@@ -113,9 +113,19 @@ export class NbdClient {
     const exportName = opts.exportName ?? '';
     const deadline = opts.connectTimeoutMs ?? 10_000;
     const reader = new ByteReader();
-    const socket = 'path' in address ? netConnect({ path: address.path }) : netConnect({ host: address.host, port: address.port });
+    // Receives into one reused 256 KiB buffer instead of a fresh 64 KiB one per 'data' event: a
+    // unix socket then hands over ~220 KiB per read (a third of the wakeups), and read payloads
+    // go from it straight into their destination (no allocation, no page faults per chunk).
+    const recv = Buffer.allocUnsafe(256 * 1024);
+    const onread = {
+      buffer: recv,
+      callback: (n: number): boolean => {
+        reader.push(recv.subarray(0, n), true);
+        return true;
+      },
+    };
+    const socket = 'path' in address ? netConnect({ path: address.path, onread }) : netConnect({ host: address.host, port: address.port, onread });
     socket.setNoDelay(true);
-    socket.on('data', (c: Buffer) => reader.push(c));
     socket.on('error', (err) => reader.fail(nbdError('nbd-connect-failed', `Cannot talk to the NBD server at ${describe(address)}: ${err.message}. Check that it is running and listening there.`, true, undefined, err)));
     socket.on('close', () => reader.fail(nbdError('nbd-closed', `The NBD server at ${describe(address)} closed the connection during the handshake.`, true)));
     const timer = setTimeout(() => {
@@ -143,15 +153,24 @@ export class NbdClient {
 
   /** Reads [offset, offset+length); lengths above the server's maximum are split and pipelined. */
   async read(offset: number, length: number): Promise<Buffer> {
-    this.#checkRange(offset, length);
     const out = Buffer.allocUnsafe(length);
-    const parts: Promise<void>[] = [];
+    await this.readInto(offset, out);
+    return out;
+  }
+
+  /**
+   * Reads dst.length bytes at offset into dst. Reusing destination buffers saves the page
+   * faults of fresh large allocations, which cost more than the copy itself.
+   */
+  async readInto(offset: number, dst: Buffer): Promise<void> {
+    const length = dst.length;
+    this.#checkRange(offset, length);
+    const parts: Promise<unknown>[] = [];
     for (let at = 0; at < length; at += this.info.maxPayload) {
       const n = Math.min(this.info.maxPayload, length - at);
-      parts.push(this.#request(CMD.READ, 0, offset + at, n, { target: out.subarray(at, at + n) }).then(() => {}));
+      parts.push(this.#request(CMD.READ, 0, offset + at, n, { target: dst.subarray(at, at + n) }));
     }
     await Promise.all(parts);
-    return out;
   }
 
   /** Writes data at offset (split when larger than the server's maximum); fua: durable on return. */
