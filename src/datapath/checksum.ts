@@ -8,14 +8,14 @@ export const CHECKSUM_BYTES = 32;
 
 export const checksum = (data: Uint8Array): Buffer => blake3(data);
 
-/** True when every byte is zero; 8 bytes at a time where aligned. */
+const ZEROS = Buffer.alloc(1024 * 1024);
+
+/** True when every byte is zero (memcmp against a zero buffer, 1 MiB at a time). */
 export function isZero(b: Uint8Array): boolean {
-  let i = 0;
-  if (b.byteOffset % 8 === 0) {
-    const words = new BigUint64Array(b.buffer, b.byteOffset, b.byteLength >>> 3);
-    for (const w of words) if (w !== 0n) return false;
-    i = words.length * 8;
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  for (let at = 0; at < buf.length; at += ZEROS.length) {
+    const n = Math.min(ZEROS.length, buf.length - at);
+    if (!buf.subarray(at, at + n).equals(ZEROS.subarray(0, n))) return false;
   }
-  for (; i < b.length; i++) if (b[i] !== 0) return false;
   return true;
 }

@@ -82,8 +82,20 @@ export async function spawnWithSecrets(cmd: string, args: readonly string[], sec
   return { child, stderr: () => err, exited, forgetSecrets: sf.cleanup };
 }
 
-/** Runs a qemu tool to completion; throws a ReboundError with its stderr when it fails. */
+/** Runs a qemu tool to completion; throws a ReboundError with its stderr when it fails.
+ * QEMU's LUKS code benchmarks PBKDF with getrusage and gives up ("Unable to get accurate CPU
+ * usage") when a busy machine starves it; that run changed nothing, so it is retried. */
 export async function runQemu(cmd: 'qemu-img' | 'qemu-io', args: readonly string[], secrets: readonly Secret[] = []): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await runQemuOnce(cmd, args, secrets);
+    } catch (err) {
+      if (attempt >= 5 || !(err instanceof ReboundError) || !/accurate CPU usage/.test(err.message)) throw err;
+    }
+  }
+}
+
+async function runQemuOnce(cmd: 'qemu-img' | 'qemu-io', args: readonly string[], secrets: readonly Secret[]): Promise<string> {
   const sf = await secretFiles(secrets);
   // qemu-img takes options after its subcommand.
   const argv = cmd === 'qemu-img' ? [args[0] ?? '', ...sf.args, ...args.slice(1)] : [...sf.args, ...args];

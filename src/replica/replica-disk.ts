@@ -173,7 +173,7 @@ export class ReplicaDisk {
       await this.#createImage(file, top);
       const sums: BlockSums = new Map();
       let bytes = 0;
-      await this.#withNbd(jsonName(this.#spec(file)), false, async (nbd) => {
+      const written = this.#withNbd(jsonName(this.#spec(file)), false, async (nbd) => {
         const inflight = new Set<Promise<void>>();
         let failed: unknown;
         for await (const e of extents) {
@@ -192,6 +192,11 @@ export class ReplicaDisk {
         await Promise.all(inflight);
         if (failed) throw failed;
         await nbd.flush();
+      });
+      // A failed apply leaves no file behind (open() would sweep it too).
+      await written.catch(async (err: unknown) => {
+        await rm(join(this.dir, file), { force: true });
+        throw err;
       });
       await fsyncPath(join(this.dir, file));
       await writeSums(join(this.dir, sumsFile), this.#m.blockSize, sums);

@@ -64,12 +64,21 @@ test('changed extents are exactly the blocks that were changed, coalesced', asyn
   const q = join(dir, 'changed.raw');
   await copyFile(p, q);
   const changes: [number, Buffer][] = [
-    [1 * MiB + 5, Buffer.from([0xff])], // one byte inside data
+    [1 * MiB + 5, Buffer.from([0xff])], // one byte inside data (flipped below)
     [7 * MiB, randomBytes(2 * BS)], // two blocks in a hole
     [7 * MiB + 2 * BS, randomBytes(10)], // the next block: coalesces with them
     [10 * MiB + BS * 3 + 17, Buffer.from([1])], // inside the written zeros
     [SIZE - 1, Buffer.from([0x42])], // the last byte of the partial last block
   ];
+  // Single bytes are flipped, not set, so that a change is a change whatever was there.
+  const src = await open(q, 'r');
+  for (const c of changes) {
+    if (c[1].length !== 1) continue;
+    const cur = Buffer.alloc(1);
+    await src.read(cur, 0, 1, c[0]);
+    c[1] = Buffer.from([cur[0]! ^ c[1][0]!]);
+  }
+  await src.close();
   for (const [o, b] of changes) await pwrite(q, o, b);
   // Writing the same bytes that were there is not a change.
   const fh = await open(p, 'r');

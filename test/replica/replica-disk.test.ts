@@ -290,3 +290,22 @@ test('an encrypted replica reads back, refuses other keys, and reads back after 
   }
   console.log(`# key rotation of 3 images: ${rotateMs.toFixed(0)} ms`);
 });
+
+test('a rejected apply (unaligned extent, bad id, existing point) names nothing and leaves no file', async () => {
+  const size = 4 * MiB;
+  const rdir = join(dir, 'rep-f');
+  const disk = await ReplicaDisk.create(rdir, { size });
+  await disk.applyPoint('f1', [{ offset: 0, data: randomBytes(BS) }]);
+  const isCode = (code: string) => (e: unknown) => e instanceof ReboundError && e.code === code;
+  await assert.rejects(disk.applyPoint('f2', [{ offset: BS, data: randomBytes(BS) }, { offset: 3 * BS + 512, data: randomBytes(BS) }]), isCode('replica-extent-unaligned'));
+  await assert.rejects(disk.applyPoint('f2', [{ offset: size - BS, data: randomBytes(2 * BS) }]), isCode('replica-extent-unaligned'));
+  await assert.rejects(disk.applyPoint('../x', []), isCode('replica-point-id'));
+  await assert.rejects(disk.applyPoint('f1', []), isCode('replica-point-exists'));
+  await assert.rejects(stat(join(rdir, 'p-f2.qcow2')));
+  assert.deepEqual(disk.points().map((p) => p.id), ['f1']);
+  // The disk's last block may be short when the size is not a multiple of the block size.
+  const odd = await ReplicaDisk.create(join(dir, 'rep-g'), { size: 4 * MiB + 4096 });
+  await odd.applyPoint('g1', [{ offset: 4 * MiB, data: Buffer.alloc(4096, 7) }]);
+  const v = await odd.openView('g1');
+  await runQemu('qemu-io', ['-r', '-c', `read -P 7 ${4 * MiB} 4096`, v.drive]);
+});
