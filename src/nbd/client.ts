@@ -1,7 +1,7 @@
 // A small NBD client: fixed newstyle handshake with NBD_OPT_GO, structured replies, meta
-// contexts (base:allocation, qemu:dirty-bitmap:NAME), and pipelined read / write / flush /
-// block-status over a unix socket or TCP. Rebound reads dirty extents of QEMU's fleecing export
-// with it and moves replication data through it. Every failure is a ReboundError with an
+// contexts (base:allocation, qemu:dirty-bitmap:NAME), and pipelined read / write / write-zeroes /
+// trim / flush / block-status over a unix socket or TCP. Rebound reads dirty extents of QEMU's
+// fleecing export with it and moves replication data through it. Every failure is a ReboundError with an
 // nbd-* code; a request that outlives its timeout closes the connection (its state is unknown).
 import { connect as netConnect } from 'node:net';
 import type { Socket } from 'node:net';
@@ -58,6 +58,9 @@ export interface ExportInfo {
   canFlush: boolean;
   canFua: boolean;
   canMultiConn: boolean;
+  canTrim: boolean;
+  canWriteZeroes: boolean;
+  canFastZero: boolean;
   minBlock: number;
   preferredBlock: number;
   /** The largest payload the server accepts in one request. */
@@ -184,6 +187,36 @@ export class NbdClient {
       const n = Math.min(this.info.maxPayload, buf.length - at);
       parts.push(this.#request(CMD.WRITE, flags, offset + at, n, { payload: buf.subarray(at, at + n) }));
     }
+    await Promise.all(parts);
+  }
+
+  /**
+   * Makes [offset, offset+length) read as zeros without sending them (replicating a zeroed
+   * range). By default the server may punch a hole; noHole keeps it allocated. fast: fail with
+   * ENOTSUP instead of writing zeros slowly, when the server can say so.
+   */
+  async writeZeroes(offset: number, length: number, opts: { noHole?: boolean; fast?: boolean; fua?: boolean } = {}): Promise<void> {
+    this.#checkRange(offset, length);
+    if (this.info.readOnly) throw new ReboundError('conflict', 'nbd-read-only', `The NBD export at ${describe(this.address)} is read-only.`);
+    if (!this.info.canWriteZeroes) {
+      throw new ReboundError('conflict', 'nbd-unsupported', `The NBD export at ${describe(this.address)} does not support write-zeroes; write a zero buffer instead.`);
+    }
+    const flags = (opts.noHole ? CMD_FLAG.NO_HOLE : 0) | (opts.fast && this.info.canFastZero ? CMD_FLAG.FAST_ZERO : 0) | (opts.fua && this.info.canFua ? CMD_FLAG.FUA : 0);
+    await this.#splitNoPayload(CMD.WRITE_ZEROES, flags, offset, length);
+  }
+
+  /** Tells the server the range is no longer needed (it may read back as anything, often zeros). */
+  async trim(offset: number, length: number): Promise<void> {
+    this.#checkRange(offset, length);
+    if (this.info.readOnly) throw new ReboundError('conflict', 'nbd-read-only', `The NBD export at ${describe(this.address)} is read-only.`);
+    if (!this.info.canTrim) return; // advisory: nothing lost by skipping it
+    await this.#splitNoPayload(CMD.TRIM, 0, offset, length);
+  }
+
+  async #splitNoPayload(type: number, flags: number, offset: number, length: number): Promise<void> {
+    const step = 1024 * 1024 * 1024; // the length field is 32 bits; stay well inside it
+    const parts: Promise<unknown>[] = [];
+    for (let at = 0; at < length; at += step) parts.push(this.#request(type, flags, offset + at, Math.min(step, length - at), {}));
     await Promise.all(parts);
   }
 
@@ -481,6 +514,9 @@ async function handshake(socket: Socket, r: ByteReader, exportName: string, meta
     canFlush: (tflags & TRANSMISSION_FLAG.SEND_FLUSH) !== 0,
     canFua: (tflags & TRANSMISSION_FLAG.SEND_FUA) !== 0,
     canMultiConn: (tflags & TRANSMISSION_FLAG.CAN_MULTI_CONN) !== 0,
+    canTrim: (tflags & TRANSMISSION_FLAG.SEND_TRIM) !== 0,
+    canWriteZeroes: (tflags & TRANSMISSION_FLAG.SEND_WRITE_ZEROES) !== 0,
+    canFastZero: (tflags & TRANSMISSION_FLAG.SEND_FAST_ZERO) !== 0,
     minBlock,
     preferredBlock,
     maxPayload,
