@@ -1,0 +1,322 @@
+// The qemu provider: KVM/QEMU VMs on this host, each defined by ROOT/vms/NAME/vm.json and run
+// as a daemonized qemu-system-x86_64 driven over QMP. It keeps no state in memory that matters:
+// every call reads the definition, the pidfile and QEMU itself, so a new provider object (or a
+// restarted Rebound) re-attaches to running VMs without touching them. Only open points live in
+// memory; one left open by a crashed process is folded back (not lost) by the next takePoint.
+// QEMU serves one QMP client at a time, so calls on one VM are serialised here and each opens
+// its own short QMP connection.
+import { execFile } from 'node:child_process';
+import { rm, stat } from 'node:fs/promises';
+import { promisify } from 'node:util';
+import { conflict, ReboundError } from '../../domain/errors.ts';
+import { QmpClient } from '../../qmp/client.ts';
+import type {
+  DiskInfo,
+  MachineDefinition,
+  MachineInfo,
+  MachineProvider,
+  NetworkKind,
+  Point,
+  ReleaseOptions,
+  ReplicaSpec,
+  TrackingStatus,
+} from '../provider.ts';
+import { chooseAccel } from './accel.ts';
+import type { AccelProbe } from './accel.ts';
+import { diskNode, qemuArgs } from './command-line.ts';
+import { listDefinitionNames, readDefinition, validateDefinition, vmPaths, writeDefinition } from './definition.ts';
+import type { VmPaths } from './definition.ts';
+import { ensureNetwork, networkOf, removeNetwork } from './network.ts';
+import type { SiteNetwork } from './network.ts';
+import { findQemu, processGone, waitGone } from './process.ts';
+import * as tracking from './tracking.ts';
+import type { OpenPoint } from './tracking.ts';
+
+const run = promisify(execFile);
+
+export interface QemuProviderOptions {
+  /** The site's root directory (VMs under ROOT/vms). */
+  root: string;
+  /** Force an accelerator instead of probing. */
+  accel?: 'kvm' | 'tcg';
+  /** QMP command deadline. */
+  qmpTimeoutMs?: number;
+}
+
+export class QemuProvider implements MachineProvider {
+  readonly kind = 'qemu';
+  readonly root: string;
+  readonly #opts: QemuProviderOptions;
+  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #points = new Map<string, OpenPoint>();
+  /** The accelerator chosen by the last start (for benches and diagnostics). */
+  lastAccel: AccelProbe | undefined;
+
+  constructor(opts: QemuProviderOptions) {
+    this.root = opts.root;
+    this.#opts = opts;
+  }
+
+  paths(name: string): VmPaths {
+    return vmPaths(this.root, name);
+  }
+
+  async discover(signal?: AbortSignal): Promise<MachineInfo[]> {
+    const out: MachineInfo[] = [];
+    for (const name of await listDefinitionNames(this.root)) {
+      signal?.throwIfAborted();
+      try {
+        out.push(await this.state(name, signal));
+      } catch (err) {
+        if (err instanceof ReboundError && err.code === 'machine-not-found') continue; // a directory without vm.json
+        throw err;
+      }
+    }
+    return out;
+  }
+
+  async define(def: MachineDefinition, signal?: AbortSignal): Promise<MachineInfo> {
+    const valid = validateDefinition(this.root, def);
+    return this.#locked(valid.name, async () => {
+      signal?.throwIfAborted();
+      const exists = await stat(this.paths(valid.name).file).then(() => true, () => false);
+      if (exists) throw conflict('machine-exists', `A VM named "${valid.name}" is already defined at this site.`, { hint: 'Pick another name, or undefine the old VM first.' });
+      await writeDefinition(this.root, valid);
+      return { name: valid.name, state: 'stopped', definition: valid };
+    });
+  }
+
+  async undefine(name: string, signal?: AbortSignal): Promise<void> {
+    await this.#locked(name, async () => {
+      const paths = this.paths(name);
+      await readDefinition(this.root, name);
+      if (await findQemu(paths)) throw conflict('machine-running', `VM "${name}" is running; stop it before removing its definition.`);
+      signal?.throwIfAborted();
+      await rm(paths.dir, { recursive: true, force: true });
+    });
+  }
+
+  async state(name: string, signal?: AbortSignal): Promise<MachineInfo> {
+    const definition = await readDefinition(this.root, name);
+    const paths = this.paths(name);
+    const pid = await findQemu(paths);
+    const base = { name, definition, consoleLog: paths.serialLog };
+    if (pid === undefined) return { ...base, state: 'stopped' };
+    // The process is the truth for running/stopped; QMP adds paused/crashed when it answers.
+    let status = 'running';
+    try {
+      status = await this.#locked(name, () => this.#withQmp(name, async (q) => (await q.execute('query-status', undefined, { signal })).status, 3000));
+    } catch {
+      // QMP busy or hung: the process is alive, which is what state() promises to tell.
+    }
+    const state = status === 'guest-panicked' || status === 'internal-error' ? 'crashed' : status === 'paused' || status === 'prelaunch' ? 'paused' : 'running';
+    return { ...base, state, pid };
+  }
+
+  async disks(name: string, signal?: AbortSignal): Promise<DiskInfo[]> {
+    const def = await readDefinition(this.root, name);
+    const out: DiskInfo[] = [];
+    for (const [i, d] of def.disks.entries()) {
+      signal?.throwIfAborted();
+      const { stdout } = await run('qemu-img', ['info', '-U', '--output=json', '-f', d.format, d.path], { signal });
+      out.push({ id: diskNode(i), path: d.path, format: d.format, sizeBytes: (JSON.parse(stdout) as { 'virtual-size': number })['virtual-size'] });
+    }
+    return out;
+  }
+
+  async start(name: string, signal?: AbortSignal): Promise<MachineInfo> {
+    return this.#locked(name, async () => {
+      const def = await readDefinition(this.root, name);
+      const paths = this.paths(name);
+      if (await findQemu(paths)) throw conflict('machine-running', `VM "${name}" is already running.`);
+      for (const d of def.disks) {
+        await stat(d.path).catch((err: unknown) => {
+          throw new ReboundError('invalid', 'disk-missing', `Disk image ${d.path} of VM "${name}" does not exist.`, { hint: 'Create the image or fix the path in vm.json.', cause: err });
+        });
+      }
+      const accel = this.#opts.accel
+        ? { accel: this.#opts.accel, reason: 'provider option', probedMs: 0 }
+        : await chooseAccel(def.boot.kind === 'kernel' ? def.boot.kernel : undefined);
+      this.lastAccel = accel;
+      const net = this.#network(def);
+      if (net) await ensureNetwork(net);
+      for (const f of [paths.qmp, paths.console, paths.nbd, paths.pidfile]) await rm(f, { force: true });
+      const args = qemuArgs(def, paths, accel.accel, net);
+      const [cmd, argv] = net ? ['ip', ['netns', 'exec', net.namespace, 'qemu-system-x86_64', ...args]] : ['qemu-system-x86_64', args];
+      try {
+        // With -daemonize the first process exits once the VM is set up (sockets listening).
+        await run(cmd, argv, { signal, timeout: 60_000 });
+      } catch (err) {
+        const stderr = (err as { stderr?: string }).stderr?.trim() ?? '';
+        throw new ReboundError('unavailable', 'machine-start-failed', `QEMU could not start VM "${name}": ${stderr || String(err)}.`, {
+          hint: 'Check the disk paths, kernel and memory in vm.json; the message above is QEMU\'s own.',
+          cause: err,
+        });
+      }
+      const pid = await findQemu(paths);
+      if (pid === undefined) throw new ReboundError('unavailable', 'machine-start-failed', `QEMU started VM "${name}" but exited at once; see ${paths.serialLog}.`);
+      return { name, state: 'running', definition: def, pid, consoleLog: paths.serialLog };
+    });
+  }
+
+  async shutdown(name: string, opts: { timeoutMs: number }, signal?: AbortSignal): Promise<void> {
+    await this.#locked(name, async () => {
+      const pid = await findQemu(this.paths(name));
+      if (pid === undefined) return;
+      await this.#withQmp(name, (q) => q.execute('system_powerdown', undefined, { signal }));
+      if (await waitGone(pid, opts.timeoutMs, signal)) return this.#afterExit(name);
+      signal?.throwIfAborted();
+      throw new ReboundError('unavailable', 'machine-shutdown-timeout', `VM "${name}" did not shut down within ${Math.round(opts.timeoutMs / 1000)} s of the ACPI power button.`, {
+        hint: 'The guest may ignore ACPI (no acpid) or be busy; wait longer, or power it off (data not yet written by the guest is lost).',
+        retryable: true,
+      });
+    });
+  }
+
+  async powerOff(name: string, signal?: AbortSignal): Promise<void> {
+    await this.#locked(name, async () => {
+      const pid = await findQemu(this.paths(name));
+      if (pid === undefined) return;
+      // `quit` closes the images cleanly, so persistent bitmaps survive; SIGKILL is the fallback.
+      await this.#withQmp(name, (q) => q.execute('quit', undefined, { signal, timeoutMs: 5000 }), 3000).catch(() => undefined);
+      if (!(await waitGone(pid, 10_000, signal))) {
+        process.kill(pid, 'SIGKILL');
+        await waitGone(pid, 10_000);
+      }
+      if (!(await processGone(pid))) throw new ReboundError('internal', 'machine-kill-failed', `QEMU (pid ${pid}) of VM "${name}" survived SIGKILL.`);
+      await this.#afterExit(name);
+    });
+  }
+
+  async startTracking(name: string, signal?: AbortSignal): Promise<TrackingStatus> {
+    return this.#trackingOp(name, (q, def, paths) => tracking.startTracking(q, def, paths, signal));
+  }
+
+  async trackingStatus(name: string, signal?: AbortSignal): Promise<TrackingStatus> {
+    return this.#trackingOp(name, async (q, def, paths) => (await tracking.inspect(q, def, paths, signal)).status);
+  }
+
+  async resetTracking(name: string, signal?: AbortSignal): Promise<TrackingStatus> {
+    return this.#trackingOp(name, async (q, def, paths) => {
+      await this.#dropOpenPoint(name);
+      return tracking.resetTracking(q, def, paths, signal);
+    });
+  }
+
+  async takePoint(name: string, signal?: AbortSignal): Promise<Point> {
+    if (this.#points.has(name)) throw conflict('point-open', `VM "${name}" already has an open point; release it before taking the next.`);
+    const disks = await this.disks(name, signal);
+    const open = await this.#trackingOp(name, (q, def, paths) => tracking.takePoint(q, def, paths, disks, signal));
+    this.#points.set(name, open);
+    const nbd = this.paths(name).nbd;
+    return {
+      id: open.id,
+      machine: name,
+      takenAt: open.takenAt,
+      disks: open.disks.map((d, i) => ({
+        disk: d.info,
+        changes: d.changes,
+        uri: `nbd+unix:///disk${i}?socket=${nbd}`,
+        read: (offset: number, length: number, sig?: AbortSignal) => {
+          sig?.throwIfAborted();
+          return d.client.read(offset, length);
+        },
+      })),
+    };
+  }
+
+  async releasePoint(point: Point, opts: ReleaseOptions, signal?: AbortSignal): Promise<void> {
+    const open = this.#points.get(point.machine);
+    if (!open || open.id !== point.id) throw conflict('point-not-open', `Point ${point.id} is not open in this process.`);
+    for (const d of open.disks) await d.client.disconnect().catch(() => undefined);
+    this.#points.delete(point.machine);
+    const paths = this.paths(point.machine);
+    if ((await findQemu(paths)) === undefined) {
+      // QEMU is gone; its overlays are useless. Bitmaps are dealt with when it runs again.
+      for (let i = 0; i < open.disks.length; i++) await rm(`${paths.run}/fleece${i}.qcow2`, { force: true });
+      return;
+    }
+    await this.#trackingOp(point.machine, (q, def) => tracking.releasePoint(q, def, paths, open.generation, opts.consumed, signal));
+  }
+
+  async createReplica(spec: ReplicaSpec, signal?: AbortSignal): Promise<MachineInfo> {
+    const t = spec.template;
+    const nics = t.nics.map((n) => (spec.network === 'isolated' ? { network: spec.network, mac: n.mac, isolation: spec.isolation ?? spec.name } : { network: spec.network, mac: n.mac }));
+    return this.define({ name: spec.name, cpus: t.cpus, memoryMiB: t.memoryMiB, disks: spec.disks, nics, boot: t.boot }, signal);
+  }
+
+  async setNetwork(name: string, network: NetworkKind, isolation?: string, signal?: AbortSignal): Promise<MachineInfo> {
+    return this.#locked(name, async () => {
+      const def = await readDefinition(this.root, name);
+      if (await findQemu(this.paths(name))) throw conflict('machine-running', `VM "${name}" is running; stop it before moving its NICs to another network.`);
+      signal?.throwIfAborted();
+      const nics = def.nics.map((n) => (network === 'isolated' ? { network, mac: n.mac, isolation: isolation ?? name } : { network, mac: n.mac }));
+      const next = validateDefinition(this.root, { ...def, nics });
+      await writeDefinition(this.root, next);
+      return { name, state: 'stopped', definition: next };
+    });
+  }
+
+  /** The network namespace and multicast group a network of this site uses. */
+  network(kind: Exclude<NetworkKind, 'none'>, isolation?: string): SiteNetwork {
+    return networkOf(this.root, kind, isolation);
+  }
+
+  /** Removes this site's network namespaces (after its VMs are stopped; for tests and teardown). */
+  async removeNetworks(isolations: string[] = []): Promise<void> {
+    await removeNetwork(this.network('production'));
+    for (const iso of isolations) await removeNetwork(this.network('isolated', iso));
+  }
+
+  #network(def: MachineDefinition): SiteNetwork | undefined {
+    const nic = def.nics.find((n) => n.network !== 'none');
+    if (!nic) return undefined;
+    return nic.network === 'production' ? this.network('production') : this.network('isolated', nic.isolation ?? def.name);
+  }
+
+  async #afterExit(name: string): Promise<void> {
+    await this.#dropOpenPoint(name);
+    const p = this.paths(name);
+    for (const f of [p.pidfile, p.qmp, p.console, p.nbd]) await rm(f, { force: true });
+  }
+
+  async #dropOpenPoint(name: string): Promise<void> {
+    const open = this.#points.get(name);
+    if (!open) return;
+    for (const d of open.disks) await d.client.disconnect().catch(() => undefined);
+    this.#points.delete(name);
+  }
+
+  async #trackingOp<T>(name: string, fn: (q: QmpClient, def: MachineDefinition, paths: VmPaths) => Promise<T>): Promise<T> {
+    return this.#locked(name, async () => {
+      const def = await readDefinition(this.root, name);
+      const paths = this.paths(name);
+      if ((await findQemu(paths)) === undefined) {
+        throw conflict('machine-not-running', `VM "${name}" is not running; change tracking and points need its QEMU.`, { hint: 'Start the VM first.' });
+      }
+      return this.#withQmp(name, (q) => fn(q, def, paths));
+    });
+  }
+
+  async #withQmp<T>(name: string, fn: (q: QmpClient) => Promise<T>, connectTimeoutMs = 10_000): Promise<T> {
+    const q = await QmpClient.connect(this.paths(name).qmp, { timeoutMs: connectTimeoutMs });
+    try {
+      return await fn(q);
+    } finally {
+      await q.close();
+    }
+  }
+
+  /** Runs fn after every earlier call on the same VM has finished. */
+  async #locked<T>(name: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#locks.get(name) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const settled = next.then(() => undefined, () => undefined);
+    this.#locks.set(name, settled);
+    try {
+      return await next;
+    } finally {
+      if (this.#locks.get(name) === settled) this.#locks.delete(name);
+    }
+  }
+}
