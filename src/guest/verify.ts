@@ -31,6 +31,9 @@ export interface VerifyOptions {
   strict?: boolean;
   /** Largest number of entries kept per list (counts stay exact). */
   maxEntries?: number;
+  /** Read a qcow2 image another process (a running VM) holds open for writing. Its metadata may
+   * be mid-update, so damage found this way needs a second look on a stopped image or a point. */
+  forceShare?: boolean;
 }
 
 export interface VerifyReport {
@@ -89,8 +92,8 @@ async function scanFile(image: string, size: number, sink: Sink): Promise<void> 
   }
 }
 
-async function scanImageNbd(image: string, format: string, sink: Sink): Promise<void> {
-  const served = await serveImage(image, { format, readOnly: true });
+async function scanImageNbd(image: string, format: string, forceShare: boolean, sink: Sink): Promise<void> {
+  const served = await serveImage(image, { format, readOnly: true, forceShare });
   try {
     await scanNbd({ address: served.address, exportName: '' }, sink);
   } finally {
@@ -205,7 +208,7 @@ export async function verifyDisk(image: string, opts: VerifyOptions = {}): Promi
   let size = imageSize;
   if (nbd) size = await scanNbd(nbd, sink);
   else if (method === 'file') await scanFile(image, size, sink);
-  else await scanImageNbd(image, format, sink);
+  else await scanImageNbd(image, format, opts.forceShare ?? false, sink);
 
   let tornTail: VerifyReport['tornTail'];
   if (brk && brk.kind !== 'misplaced') {

@@ -23,6 +23,9 @@ export interface ServeOptions {
   bitmap?: string;
   /** Serve more than one client, one after another (qemu-nbd --persistent). */
   persistent?: boolean;
+  /** Read-only only: open even when another process holds the image for writing (qemu-nbd
+   * --force-share). What is read is only as consistent as the image is at that moment. */
+  forceShare?: boolean;
   /** Parallel connections allowed (qemu-nbd --shared). */
   shared?: number;
   /** qemu-nbd --cache: 'writeback' (default; reads use the host page cache, ~1.5x faster
@@ -35,12 +38,21 @@ export async function serveImage(image: string, opts: ServeOptions = {}): Promis
   const dir = await mkdtemp(join(tmpdir(), 'rebound-nbd-'));
   const socket = join(dir, 'nbd.sock');
   const args = [`--socket=${socket}`, `--cache=${opts.cache ?? 'writeback'}`, '--aio=threads'];
-  if (opts.format) args.push('-f', opts.format);
   if (opts.readOnly ?? true) args.push('--read-only');
+  if (opts.forceShare) {
+    // qemu-nbd 7.2 has no --force-share; the block layer's force-share option does it (and is
+    // inherited by backing files).
+    if (!(opts.readOnly ?? true)) throw new ReboundError('invalid', 'nbd-force-share-writable', 'forceShare needs a read-only export; a second writer would corrupt the image.');
+    if (!opts.format) throw new ReboundError('invalid', 'nbd-force-share-format', 'forceShare needs the image format.');
+    const esc = (v: string): string => v.replaceAll(',', ',,');
+    args.push('--image-opts', `driver=${esc(opts.format)},force-share=on,file.driver=file,file.filename=${esc(image)}`);
+  } else {
+    if (opts.format) args.push('-f', opts.format);
+  }
   if (opts.bitmap) args.push('-B', opts.bitmap);
   if (opts.persistent) args.push('--persistent');
   if (opts.shared) args.push(`--shared=${opts.shared}`);
-  args.push(image);
+  if (!opts.forceShare) args.push(image);
   const child = spawn('qemu-nbd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr?.on('data', (c: Buffer) => (stderr += c.toString()));

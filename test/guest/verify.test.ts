@@ -4,12 +4,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { encodeRecord, RECORD_SIZE } from '../../src/guest/records.ts';
-import { verifyDisk } from '../../src/guest/verify.ts';
+import { encodeFile, encodeRecord, RECORD_SIZE } from '../../src/guest/records.ts';
+import { verifyDisk, verifyFs } from '../../src/guest/verify.ts';
 import { NbdClient } from '../../src/nbd/client.ts';
 import { serveImage } from '../../src/nbd/qemu-nbd.ts';
 import { formatNbdUri } from '../../src/nbd/uri.ts';
@@ -92,4 +92,58 @@ test('a record written at the wrong place is reported out of order', async () =>
 
 test('something that is not a disk image is refused with a clear error', async () => {
   await assert.rejects(verifyDisk(join(dir, 'missing.qcow2')), (e) => e instanceof ReboundError && e.code === 'image-unreadable');
+});
+
+/** An ext4 image holding fs-writer files made host-side (mkfs.ext4 -d), file 2 damaged if asked. */
+async function fsImage(name: string, damage: boolean): Promise<string> {
+  const tree = join(dir, `${name}-tree`);
+  await mkdir(join(tree, 'rebound'), { recursive: true });
+  for (let i = 0; i < 4; i++) {
+    const f = encodeFile({ seed: 99n, index: i, generation: BigInt(10 + i), size: 8192 });
+    if (damage && i === 2) f[5000]! ^= 0x01;
+    await writeFile(join(tree, 'rebound', `f${String(i).padStart(6, '0')}`), f);
+  }
+  const img = join(dir, `${name}.raw`);
+  await run('mkfs.ext4', ['-q', '-F', '-d', tree, img, '16M']);
+  return img;
+}
+
+test('verifyFs reads an export by URI and lists each good file with its generation', async () => {
+  const img = await fsImage('fs-good', false);
+  const served = await serveImage(img, { format: 'raw', persistent: true });
+  try {
+    const r = await verifyFs(formatNbdUri(served.address));
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.deepEqual(r.goodFiles, [0, 1, 2, 3].map((i) => ({ index: i, generation: 10 + i })));
+  } finally {
+    await served.close();
+  }
+});
+
+test('verifyFs reports a damaged file, and an e2fsck error, without touching the image', async () => {
+  const img = await fsImage('fs-bad', true);
+  const r = await verifyFs(img);
+  assert.equal(r.ok, false);
+  assert.equal(r.fsck.exitCode, 0);
+  assert.deepEqual(r.badFiles.map((b) => b.name), ['f000002']);
+  assert.match(r.badFiles[0]!.reason, /checksum/);
+
+  const broken = await fsImage('fs-broken', false);
+  await run('debugfs', ['-w', '-R', 'clri rebound/f000001', broken]); // inode wiped, directory still names it
+  const before = (await run('sha256sum', [broken])).stdout.split(' ')[0];
+  const b = await verifyFs(broken);
+  assert.equal(b.ok, false);
+  assert.notEqual(b.fsck.exitCode, 0, b.fsck.output);
+  assert.equal((await run('sha256sum', [broken])).stdout.split(' ')[0], before, 'verifyFs must not modify its input');
+});
+
+test('an image another process holds for writing is refused, unless forceShare', async () => {
+  const holder = await serveImage(overlay, { format: 'qcow2', readOnly: false, persistent: true });
+  try {
+    await assert.rejects(verifyDisk(overlay), (e) => e instanceof ReboundError && e.code === 'nbd-server-failed' && /lock/.test(e.message));
+    const r = await verifyDisk(overlay, { forceShare: true, expectSeq: 320 });
+    assert.equal(r.ok, true, JSON.stringify(r));
+  } finally {
+    await holder.close();
+  }
 });
