@@ -96,7 +96,7 @@ export async function inspect(qmp: QmpClient, def: MachineDefinition, paths: VmP
     }
     const recording = [...d.bitmaps.entries()].filter(([, b]) => b.recording && !b.inconsistent);
     if (marker && recording.length === 0 && !problems.some((p) => p.disk === name)) {
-      problems.push({ disk: name, reason: 'its tracking bitmap is missing (the image was replaced or the bitmap removed)' });
+      problems.push({ disk: name, reason: 'its tracking bitmap is missing (QEMU stopped without saving it — killed before any clean exit since tracking started — or the image was replaced)' });
     }
   }
   if (!marker && !any) return { status: { state: 'off', problems } };
