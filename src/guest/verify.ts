@@ -1,12 +1,13 @@
 // Verifies what the guest workloads left on a disk image, without modifying it.
-// verifyDisk: the record writer's disk (raw read directly; qcow2 and qcow2 chains read through
-// qemu-nbd and Rebound's NBD client, skipping unallocated ranges; or a live NBD export given as
-// an nbd:// or nbd+unix:// URI): the records must run 1..N from offset 0 with good checksums and
+// verifyDisk: the record writer's disk (raw read directly, skipping holes; qcow2 and qcow2
+// chains read through qemu-nbd and Rebound's NBD client, skipping unallocated ranges; or a live
+// NBD export given as an nbd:// or nbd+unix:// URI): the records must run 1..N from offset 0 with good checksums and
 // nothing valid after the first break. A torn record just after N is allowed (it was in flight,
 // never reported durable) unless `strict`.
 // Why NBD for qcow2 and not `qemu-img convert` to a scratch raw file: measured on a 1 GiB qcow2
 // holding 256 MiB of records, NBD took 0.83 s in all; convert alone took 0.5 s and the raw scan
-// after it another 0.84 s, plus the scratch space.
+// after it another 0.84 s, plus the scratch space. Raw files are read directly because NBD was
+// slower on a dense raw image (2.0-2.7 s vs 1.0-1.4 s for 1 GiB).
 // verifyFs: the fs writer's ext4 disk: journal replay and `e2fsck -fn` on a scratch copy, then
 // every file the writer completed must check.
 import { execFile } from 'node:child_process';
@@ -77,15 +78,37 @@ interface Sink {
 
 const CHUNK = 4 * 1024 * 1024;
 
+/**
+ * Where a raw image holds data: `qemu-img map` asks the filesystem (SEEK_DATA/SEEK_HOLE), so a
+ * sparse 8 GiB image with 256 MiB written is scanned in ~0.7 s instead of 5-19 s of reading
+ * zeros. Without an answer, everything counts as data.
+ */
+async function rawDataExtents(image: string, size: number): Promise<{ offset: number; length: number; zero: boolean }[]> {
+  try {
+    const { stdout } = await run('qemu-img', ['map', '--output=json', '-U', '-f', 'raw', image], { maxBuffer: 64 * 1024 * 1024 });
+    const map = JSON.parse(stdout) as { start: number; length: number; zero: boolean; data: boolean }[];
+    return map.map((m) => ({ offset: m.start, length: m.length, zero: m.zero && !m.data }));
+  } catch {
+    return [{ offset: 0, length: size, zero: false }];
+  }
+}
+
 async function scanFile(image: string, size: number, sink: Sink): Promise<void> {
+  const extents = await rawDataExtents(image, size);
   const fh = await open(image, 'r');
   try {
-    for (let off = 0; off < size; off += CHUNK) {
-      const n = Math.min(CHUNK, size - off);
-      const buf = Buffer.allocUnsafe(n);
-      const { bytesRead } = await fh.read(buf, 0, n, off);
-      if (bytesRead < n) buf.fill(0, bytesRead);
-      sink.data(off, buf);
+    const buf = Buffer.allocUnsafe(CHUNK); // the sink is done with it when data() returns
+    for (const e of extents) {
+      if (e.zero) {
+        sink.zeros(e.offset, e.length);
+        continue;
+      }
+      for (let off = e.offset; off < e.offset + e.length; off += CHUNK) {
+        const n = Math.min(CHUNK, e.offset + e.length - off);
+        const { bytesRead } = await fh.read(buf, 0, n, off);
+        if (bytesRead < n) buf.fill(0, bytesRead, n);
+        sink.data(off, buf.subarray(0, n));
+      }
     }
   } finally {
     await fh.close();

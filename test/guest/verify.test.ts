@@ -90,6 +90,22 @@ test('a record written at the wrong place is reported out of order', async () =>
   assert.deepEqual(r.outOfOrder.map((o) => [o.offset, o.seq, o.expectedSeq]), [[149 * RECORD_SIZE, 140, 150]]);
 });
 
+test('a raw image is read around its holes, and a hole punched under records is a gap', async () => {
+  const raw = join(dir, 'holed.raw');
+  await writeFile(raw, records(1, 300, 1n));
+  await run('truncate', ['-s', '1G', raw]); // mostly hole: must not be read byte by byte
+  const whole = await verifyDisk(raw);
+  assert.equal(whole.ok, true, JSON.stringify(whole));
+  assert.equal(whole.method, 'file');
+  assert.equal(whole.highestContiguousSeq, 300);
+  assert.ok(whole.elapsedMs < 5000, `${whole.elapsedMs} ms for a 1 GiB sparse image`);
+  await run('fallocate', ['--punch-hole', '--offset', String(128 * RECORD_SIZE), '--length', String(16 * RECORD_SIZE), raw]);
+  const holed = await verifyDisk(raw);
+  assert.equal(holed.ok, false);
+  assert.equal(holed.highestContiguousSeq, 128);
+  assert.deepEqual(holed.gaps, [{ offset: 128 * RECORD_SIZE, expectedSeq: 129 }]);
+});
+
 test('something that is not a disk image is refused with a clear error', async () => {
   await assert.rejects(verifyDisk(join(dir, 'missing.qcow2')), (e) => e instanceof ReboundError && e.code === 'image-unreadable');
 });
