@@ -1,4 +1,5 @@
-// Identifiers and clocks for rows: UUIDs as text, times as epoch milliseconds.
+// Identifiers, clocks and JSON columns for rows: UUIDs as text, times as epoch milliseconds,
+// structured values as JSON text.
 import { randomUUID } from 'node:crypto';
 
 export function newId(): string {
@@ -13,4 +14,9 @@ export function now(): number {
 export function parseJson<T>(text: string | null | undefined, fallback: T): T {
   if (text === null || text === undefined || text === '') return fallback;
   return JSON.parse(text) as T;
+}
+
+/** Serialises a value for a JSON column (undefined is stored as NULL). */
+export function toJson(value: unknown): string | null {
+  return value === undefined ? null : JSON.stringify(value);
 }

@@ -5,13 +5,16 @@ import path from 'node:path';
 import { Kysely, PostgresDialect, SqliteDialect } from 'kysely';
 import { Migrator } from 'kysely/migration';
 import pg from 'pg';
+import type { Logger } from 'pino';
 import { ReboundError } from '../domain/errors.ts';
 import type { Dialect } from './dialect.ts';
 import { migrations } from './migrations/index.ts';
 import { NodeSqliteDatabase } from './node-sqlite-adapter.ts';
 import type { Database } from './schema.ts';
 
-export { newId, now, parseJson } from './ids.ts';
+export { newId, now, parseJson, toJson } from './ids.ts';
+export { transaction } from './tx.ts';
+export type { Tx } from './tx.ts';
 
 export interface Store {
   db: Kysely<Database>;
@@ -28,6 +31,8 @@ export interface OpenStoreOptions {
   dataDir?: string | undefined;
   /** Connections in the PostgreSQL pool. */
   poolSize?: number;
+  /** Gets one line per migration applied. */
+  logger?: Logger | undefined;
 }
 
 // BIGINT (int8) columns hold epoch milliseconds, well inside 2^53: parse them as numbers.
@@ -74,13 +79,19 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     describe = file;
     db = new Kysely<Database>({ dialect: new SqliteDialect({ database: new NodeSqliteDatabase(file) }) });
   }
-  await migrate(db, dialect);
+  try {
+    await migrate(db, dialect, opts.logger);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
   return { db, dialect, describe, close: () => db.destroy() };
 }
 
-async function migrate(db: Kysely<Database>, dialect: Dialect): Promise<void> {
+async function migrate(db: Kysely<Database>, dialect: Dialect, logger: Logger | undefined): Promise<void> {
   const migrator = new Migrator({ db, provider: migrations(dialect), migrationTableName: 'rebound_migration', migrationLockTableName: 'rebound_migration_lock' });
   const { error, results } = await migrator.migrateToLatest();
+  for (const r of results ?? []) if (r.status === 'Success') logger?.info({ migration: r.migrationName }, 'store migrated');
   if (error !== undefined) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName ?? 'unknown';
     throw new ReboundError('internal', 'store.migration-failed', `store migration ${failed} failed: ${(error as Error).message}`, { cause: error });

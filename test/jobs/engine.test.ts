@@ -263,19 +263,25 @@ for (const dialect of dialects) {
       reader.register({ kind: 'test.append', describe: (p: { tasks: number }) => Array.from({ length: p.tasks }, (_, i) => ({ name: `append ${i}` })), runTask: () => Promise.resolve() });
       try {
         const job = await reader.enqueue({ kind: 'test.append', params: { file, tasks: 5, sleepMs: 300 }, createdBy: 'test' });
-        const first = await startWorker('w1');
-        // On PostgreSQL a second server runs alongside and must take over; on SQLite the same
-        // data directory is opened by a restarted process.
+        // On PostgreSQL a second worker process runs alongside from the start and must take over;
+        // on SQLite the same data directory is opened by a restarted process.
+        const workers = new Map<string, ChildProcess>();
+        const names = dialect === 'postgres' ? ['w1', 'w2'] : ['w1'];
+        await Promise.all(names.map(async (n) => workers.set(n, await startWorker(n))));
         const lines = () => (existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').filter(Boolean) : []);
         await until('two effects', async () => lines().length >= 2);
-        const standby = dialect === 'postgres' ? await startWorker('w2') : undefined;
-        first.kill('SIGKILL');
+        const holder = (await ts.store.db.selectFrom('jobs').select('locked_by').where('id', '=', job.id).executeTakeFirstOrThrow()).locked_by;
+        const victim = holder === null ? undefined : workers.get(holder);
+        assert.ok(victim, `a worker holds the job (locked_by ${holder})`);
+        victim.kill('SIGKILL');
         const killedAt = lines().length;
         assert.ok(killedAt < 5, 'killed mid-job');
-        if (!standby) await startWorker('w3');
+        if (dialect === 'sqlite') await startWorker('w3');
         const done = await waitState(reader, job.id, ['succeeded', 'failed']);
         assert.equal(done.state, 'succeeded');
         assert.deepEqual(lines(), ['0', '1', '2', '3', '4'], 'each task’s side effect happened exactly once, in order');
+        const survivor = dialect === 'sqlite' ? 'w3' : holder === 'w1' ? 'w2' : 'w1';
+        assert.ok(done.log.some((l) => l.message.includes(`picked up by ${survivor}`)), 'the survivor took over');
         assert.ok(done.attempts >= 2, 'the job was picked up again');
         assert.ok(done.log.some((l) => /picked up by w[23]/.test(l.message)));
       } finally {

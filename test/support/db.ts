@@ -68,3 +68,18 @@ export async function freshStore(dialect: DialectName): Promise<TestStore> {
   const store = await openStore({ url });
   return { store, location: { url }, reopen: () => openStore({ url }), cleanup: () => store.close() };
 }
+
+/** Runs `fn` on a fresh store of the dialect and cleans up after it, even when it throws. */
+export async function withStore<T>(dialect: DialectName, fn: (ts: TestStore) => Promise<T>): Promise<T> {
+  const ts = await freshStore(dialect);
+  try {
+    return await fn(ts);
+  } finally {
+    await ts.cleanup();
+  }
+}
+
+/** Runs `fn` once per dialect (SQLite, then PostgreSQL), each on a fresh store. */
+export async function withStores(fn: (ts: TestStore, dialect: DialectName) => Promise<void>): Promise<void> {
+  for (const d of dialects) await withStore(d, (ts) => fn(ts, d));
+}
