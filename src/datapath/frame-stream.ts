@@ -1,15 +1,16 @@
 // Many frames over one connection, with acknowledgements and resumption. A transfer is a fixed,
 // ordered plan of extents; frame sequence number = index in the plan, and the END frame's
-// sequence number is the plan's length. The receiver acknowledges a frame once its `apply`
-// (which makes it durable) resolved, and keeps `ackedThrough` itself; on reconnect it tells the
-// sender, which sends only what follows. The receiver accepts exactly the next sequence number,
+// sequence number is the plan's length. The receiver applies frames as they come and, every
+// half window of frames and at the end, checkpoints (makes everything applied durable) and then
+// acknowledges cumulatively up to there; it keeps `ackedThrough` itself, tells the sender on
+// reconnect, and the sender sends only what follows. A resumed transfer must send the same plan. The receiver accepts exactly the next sequence number,
 // so a replayed, reordered or dropped frame stops the transfer with a clear error and nothing
 // applied from it; a truncated stream ends without an END and is an error too.
 //
 // Messages are length-prefixed (u32 BE). Frames start "RBF1"; control messages:
-//   HELLO  sender → receiver  "RBH1" | u8 n + transfer id | 16-byte session salt
+//   HELLO  sender → receiver  "RBH1" | u16 window | u8 n + transfer id | 16-byte session salt
 //   READY  receiver → sender  "RBR1" | i64 acked-through (-1: nothing yet)
-//   ACK    receiver → sender  "RBA1" | u64 seq
+//   ACK    receiver → sender  "RBA1" | u64 seq (every frame up to seq is durable)
 import type { Duplex } from 'node:stream';
 import { ReboundError } from '../domain/errors.ts';
 import { decodeFrame, encodeDataFrame, encodeEndFrame, FRAME_MAGIC, FRAME_TYPE, frameLength, MAX_FRAME_EXTENT, DEFAULT_ZSTD_LEVEL } from './frame.ts';
@@ -52,8 +53,10 @@ export interface ReceiveOptions {
   vaultKey: Uint8Array;
   /** The highest sequence number already applied for this transfer, -1 if none. */
   ackedThrough(transferId: string): Promise<number>;
-  /** Makes one frame durable; the frame is acknowledged when this resolves. */
+  /** Applies one frame (it need not be durable yet). */
   apply(frame: DataFrame, transferId: string): Promise<void>;
+  /** Makes every frame applied so far (through `seq`) durable; they are acknowledged after. */
+  checkpoint(transferId: string, seq: number): Promise<void>;
   /** Called once the END frame is in: every frame of the transfer is applied. */
   complete?(transferId: string, frames: number): Promise<void>;
 }
@@ -112,7 +115,10 @@ export async function sendTransfer(socket: Duplex, opts: SendOptions): Promise<S
   const salt = newSessionSalt();
   const key = deriveSessionKey(opts.vaultKey, opts.transferId, salt);
   const id = Buffer.from(opts.transferId, 'utf8');
-  await write(socket, control(HELLO, Buffer.concat([Buffer.from([id.length]), id, salt])));
+  const window = Math.max(1, Math.min(opts.window ?? 64, 0xffff));
+  const w16 = Buffer.alloc(2);
+  w16.writeUInt16BE(window);
+  await write(socket, control(HELLO, Buffer.concat([w16, Buffer.from([id.length]), id, salt])));
   const incoming = messages(socket);
   const first = await incoming.next();
   if (first.done || magicOf(first.value) !== READY || first.value.length !== 16) throw streamError('transfer-handshake-failed', 'The receiver did not answer the transfer hello.');
@@ -123,7 +129,6 @@ export async function sendTransfer(socket: Duplex, opts: SendOptions): Promise<S
     socket.end();
     return { sent: 0, skipped: opts.plan.length };
   }
-  const window = opts.window ?? 32;
   let lastAck = ackedThrough;
   let ackWaiter: (() => void) | undefined;
   let ackError: unknown;
@@ -132,7 +137,7 @@ export async function sendTransfer(socket: Duplex, opts: SendOptions): Promise<S
       for await (const m of incoming) {
         if (magicOf(m) !== ACK || m.length !== 16) throw new ReboundError('invalid', 'frame-malformed', 'The receiver sent something other than an acknowledgement.');
         const seq = Number(m.readBigUInt64BE(8));
-        if (seq !== lastAck + 1) throw new ReboundError('invalid', 'frame-out-of-order', `The receiver acknowledged frame ${seq} after ${lastAck}.`);
+        if (seq <= lastAck || seq > endSeq) throw new ReboundError('invalid', 'frame-out-of-order', `The receiver acknowledged frame ${seq} after ${lastAck}.`);
         lastAck = seq;
         if (seq < endSeq) opts.onAck?.(seq);
         ackWaiter?.();
@@ -178,35 +183,46 @@ export async function receiveTransfer(socket: Duplex, opts: ReceiveOptions): Pro
   const incoming = messages(socket);
   try {
     const hello = await incoming.next();
-    if (hello.done || magicOf(hello.value) !== HELLO || hello.value.length < 9) throw streamError('transfer-handshake-failed', 'The sender did not start with a transfer hello.');
+    if (hello.done || magicOf(hello.value) !== HELLO || hello.value.length < 11) throw streamError('transfer-handshake-failed', 'The sender did not start with a transfer hello.');
     const m = hello.value;
-    const n = m.readUInt8(8);
-    if (m.length !== 9 + n + SESSION_SALT_BYTES) throw new ReboundError('invalid', 'frame-malformed', 'A transfer hello has the wrong length.');
-    const transferId = m.toString('utf8', 9, 9 + n);
-    const key = deriveSessionKey(opts.vaultKey, transferId, m.subarray(9 + n));
+    const window = m.readUInt16BE(8);
+    const n = m.readUInt8(10);
+    if (m.length !== 11 + n + SESSION_SALT_BYTES || window === 0) throw new ReboundError('invalid', 'frame-malformed', 'A transfer hello is malformed.');
+    const transferId = m.toString('utf8', 11, 11 + n);
+    const key = deriveSessionKey(opts.vaultKey, transferId, m.subarray(11 + n));
+    // Checkpoint often enough that the sender, which stops at `window` unacknowledged frames,
+    // never waits on us.
+    const every = Math.max(1, Math.floor(window / 2));
     const ackedThrough = await opts.ackedThrough(transferId);
     const ready = Buffer.alloc(8);
     ready.writeBigInt64BE(BigInt(ackedThrough));
     await write(socket, control(READY, ready));
     let expected = ackedThrough + 1;
+    let durable = ackedThrough;
     let applied = 0;
     let any = false;
+    const ack = async (seq: number): Promise<void> => {
+      const b = Buffer.alloc(8);
+      b.writeBigUInt64BE(BigInt(seq));
+      await write(socket, control(ACK, b));
+    };
     for await (const msg of incoming) {
       any = true;
       const frame = decodeFrame(key, msg, expected);
       if (frame.header.type === FRAME_TYPE.END) {
+        if (durable < expected - 1) await opts.checkpoint(transferId, expected - 1);
         await opts.complete?.(transferId, expected);
-        const ack = Buffer.alloc(8);
-        ack.writeBigUInt64BE(BigInt(expected));
-        await write(socket, control(ACK, ack));
+        await ack(expected);
         socket.end();
         return { transferId, frames: expected, applied };
       }
       await opts.apply(frame, transferId);
       applied++;
-      const ack = Buffer.alloc(8);
-      ack.writeBigUInt64BE(BigInt(expected));
-      await write(socket, control(ACK, ack));
+      if (expected - durable >= every) {
+        await opts.checkpoint(transferId, expected);
+        durable = expected;
+        await ack(expected);
+      }
       expected++;
     }
     // A sender whose whole transfer (end frame included) was acknowledged before closes at once;

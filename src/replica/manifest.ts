@@ -36,6 +36,18 @@ export interface ViewEntry {
   createdAt: string;
 }
 
+/** A point being received: its overlay and checksum journal exist but it is not a point yet.
+ * `journalLength` bytes of the journal, and every write before the checkpoint that recorded
+ * them, are durable; `progress` is the caller's record from that checkpoint (e.g. the transfer's
+ * acknowledged sequence number), so a resumed transfer continues from there. */
+export interface StagingEntry {
+  pointId: string;
+  file: string;
+  journal: string;
+  journalLength: number;
+  progress: unknown;
+}
+
 export interface Manifest {
   version: 1;
   size: number;
@@ -49,6 +61,7 @@ export interface Manifest {
   /** Point id of the oldest layer while it is being merged into the base. */
   merging: string | null;
   views: ViewEntry[];
+  staging: StagingEntry | null;
 }
 
 export async function loadManifest(dir: string): Promise<Manifest> {

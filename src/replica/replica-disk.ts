@@ -2,10 +2,13 @@
 //
 //   base.qcow2 ← p-<id1>.qcow2 ← p-<id2>.qcow2 ← …        views/<view>.qcow2 → any point's layer
 //
-// Applying a cycle creates a new overlay on the newest layer, writes the received extents into
-// it through qemu-nbd, flushes and fsyncs it, writes its block checksums beside it, and only then
-// names it in the manifest: a kill at any moment leaves the manifest naming complete points only,
-// and the unnamed half-written overlay is deleted when the replica is next opened.
+// Receiving a cycle creates a new overlay on the newest layer (the manifest records it as
+// "staging", not as a point) and writes the received extents into it through qemu-nbd. A
+// checkpoint flushes the overlay, appends the blocks' checksums to a journal, fsyncs it, and
+// records the caller's progress in the manifest: what the transfer acknowledges. Committing
+// turns the journal into the point's checksum file and names the point. A kill at any moment
+// leaves the manifest naming complete points only; the staged overlay resumes from its last
+// checkpoint, and files no manifest entry names are deleted when the replica is next opened.
 // A view is a fresh overlay on a point's layer (copy-on-write, constant time whatever the disk
 // size); the point's own layers are never written. Retention merges the oldest layer into the
 // base (`qemu-img commit`, then the next layer's backing pointer moved to the base, then the
@@ -16,7 +19,7 @@
 // rewriting data. scrub() re-reads every written block of every layer and marks the points whose
 // data it cannot vouch for as bad; a bad point is never served as a view.
 import { randomUUID, hkdfSync } from 'node:crypto';
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { conflict, invalid, notFound, ReboundError } from '../domain/errors.ts';
 import { checksum } from '../datapath/checksum.ts';
@@ -34,6 +37,7 @@ const NEW_SECRET_ID = 'rebound-replica-key-next';
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$/;
 const MAX_WRITE = 4 * 1024 * 1024;
 const IN_FLIGHT = 16;
+const JOURNAL_RECORD = 8 + 32; // u64 block index | BLAKE3
 /** LUKS PBKDF time per keyslot. The secret is a random 256-bit key, not a password, so key
  * stretching adds nothing; QEMU's benchmark still costs ~1 s per image created or rekeyed. */
 const LUKS_ITER_MS = 10;
@@ -70,6 +74,23 @@ export interface ReplicaView {
 export interface ApplyExtent {
   offset: number;
   data: Uint8Array;
+}
+
+/** A point being received (see beginPoint). */
+export interface PointWriter {
+  readonly pointId: string;
+  /** The progress recorded by the last checkpoint (the caller's own record). */
+  readonly progress: unknown;
+  /** Queues a write of whole blocks; resolves when it is queued (back-pressure), not durable. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Makes everything written so far durable and records `progress` with it. */
+  checkpoint(progress: unknown): Promise<void>;
+  /** Checkpoints, closes, and names the point. */
+  commit(opts?: { createdAt?: string; progress?: unknown }): Promise<PointInfo>;
+  /** Discards the point being received. */
+  abort(): Promise<void>;
+  /** Closes the writer but keeps the point staged at its last checkpoint (resumePoint). */
+  abandon(): Promise<void>;
 }
 
 export interface ScrubReport {
@@ -114,6 +135,7 @@ export class ReplicaDisk {
       layers: [],
       merging: null,
       views: [],
+      staging: null,
     };
     const disk = new ReplicaDisk(dir, m, opts.key ? [opts.key] : []);
     await rm(join(dir, 'base.qcow2'), { force: true }); // from a create that died before its manifest
@@ -127,6 +149,7 @@ export class ReplicaDisk {
    * at-rest keys it may need (the current one; both during a key rotation). */
   static async open(dir: string, opts: { keys?: readonly AtRestKey[] } = {}): Promise<ReplicaDisk> {
     const m = await loadManifest(dir);
+    m.staging ??= null;
     const disk = new ReplicaDisk(dir, m, opts.keys ?? []);
     if (m.encryption && !disk.#keys.has(m.encryption.keyId)) {
       throw new ReboundError('forbidden', 'replica-key-missing', `The replica in ${dir} is encrypted with key ${m.encryption.keyId}, which was not given.`, {
@@ -160,50 +183,61 @@ export class ReplicaDisk {
   /**
    * Writes one recovery point: the extents changed since the newest point. Offsets must be
    * aligned to the block size and lengths whole blocks (the last block of the disk may be short).
-   * Resolves once the point is durable and named.
+   * Resolves once the point is durable and named; on failure nothing is named or left behind.
    */
-  applyPoint(pointId: string, extents: AsyncIterable<ApplyExtent> | Iterable<ApplyExtent>, opts: { createdAt?: string } = {}): Promise<PointInfo & { bytes: number }> {
+  async applyPoint(pointId: string, extents: AsyncIterable<ApplyExtent> | Iterable<ApplyExtent>, opts: { createdAt?: string } = {}): Promise<PointInfo & { bytes: number }> {
+    const w = await this.beginPoint(pointId);
+    let bytes = 0;
+    try {
+      for await (const e of extents) {
+        await w.write(e.offset, e.data);
+        bytes += e.data.length;
+      }
+      return { ...(await w.commit(opts)), bytes };
+    } catch (err) {
+      await w.abort().catch(() => {});
+      throw err;
+    }
+  }
+
+  /**
+   * Starts receiving a point: an overlay on the newest layer that takes writes, checkpoints
+   * (durable; the caller acknowledges up to there) and finally becomes a named point. One point
+   * is received at a time; an unfinished one survives restarts and is taken up by resumePoint().
+   */
+  beginPoint(pointId: string, opts: { progress?: unknown } = {}): Promise<PointWriter> {
     return this.#serial(async () => {
       checkId(pointId, 'point');
       if (this.points().some((p) => p.id === pointId) || this.#m.merging === pointId) throw conflict('replica-point-exists', `Point ${pointId} already exists in ${this.dir}.`);
-      const top = this.#top();
+      if (this.#m.staging) {
+        throw conflict('replica-point-in-progress', `Point ${this.#m.staging.pointId} is still being received in ${this.dir}.`, { hint: 'Resume it, or abort it before starting another.' });
+      }
       const file = `p-${pointId}.qcow2`;
-      const sumsFile = `p-${pointId}.sums`;
+      const journal = `p-${pointId}.journal`;
       await rm(join(this.dir, file), { force: true });
-      await this.#createImage(file, top);
-      const sums: BlockSums = new Map();
-      let bytes = 0;
-      const written = this.#withNbd(jsonName(this.#spec(file)), false, async (nbd) => {
-        const inflight = new Set<Promise<void>>();
-        let failed: unknown;
-        for await (const e of extents) {
-          this.#checkExtent(e.offset, e.data.length);
-          const bs = this.#m.blockSize;
-          for (let at = 0; at < e.data.length; at += bs) sums.set((e.offset + at) / bs, checksum(e.data.subarray(at, Math.min(e.data.length, at + bs))));
-          for (let at = 0; at < e.data.length; at += MAX_WRITE) {
-            const p = nbd.write(e.offset + at, e.data.subarray(at, Math.min(e.data.length, at + MAX_WRITE))).catch((err: unknown) => { failed ??= err; });
-            inflight.add(p);
-            void p.finally(() => inflight.delete(p));
-            if (inflight.size >= IN_FLIGHT) await Promise.race(inflight);
-            if (failed) throw failed;
-          }
-          bytes += e.data.length;
-        }
-        await Promise.all(inflight);
-        if (failed) throw failed;
-        await nbd.flush();
-      });
-      // A failed apply leaves no file behind (open() would sweep it too).
-      await written.catch(async (err: unknown) => {
-        await rm(join(this.dir, file), { force: true });
-        throw err;
-      });
-      await fsyncPath(join(this.dir, file));
-      await writeSums(join(this.dir, sumsFile), this.#m.blockSize, sums);
-      const entry: LayerEntry = { pointId, file, sums: sumsFile, createdAt: opts.createdAt ?? new Date().toISOString(), bad: false };
-      this.#m.layers.push(entry);
+      await this.#createImage(file, this.#top());
+      await writeFile(join(this.dir, journal), '');
+      await fsyncPath(join(this.dir, journal));
+      await fsyncDir(this.dir);
+      this.#m.staging = { pointId, file, journal, journalLength: 0, progress: opts.progress ?? null };
       await saveManifest(this.dir, this.#m);
-      return { id: pointId, createdAt: entry.createdAt, bad: false, bytes };
+      return this.#openWriter();
+    });
+  }
+
+  /** The point being received, if any, with the progress its last checkpoint recorded. */
+  staged(): { pointId: string; progress: unknown } | null {
+    const s = this.#m.staging;
+    return s ? { pointId: s.pointId, progress: s.progress } : null;
+  }
+
+  /** Takes up the point being received where its last checkpoint left it. */
+  resumePoint(): Promise<PointWriter> {
+    return this.#serial(async () => {
+      const s = this.#m.staging;
+      if (!s) throw notFound('replica-no-point-in-progress', `No point is being received in ${this.dir}.`);
+      await truncate(join(this.dir, s.journal), s.journalLength); // records after the checkpoint are not acknowledged
+      return this.#openWriter();
     });
   }
 
@@ -244,7 +278,8 @@ export class ReplicaDisk {
 
   /**
    * Keeps `oldestKept` and every newer point; older points are merged into the base, oldest
-   * first. Deferred (nothing merged) while any view is open, since views read through the base.
+   * first. Deferred (nothing merged) while any view is open or a point is being received, since
+   * both read through the base.
    */
   retain(oldestKept: string): Promise<{ dropped: string[]; deferred: boolean }> {
     return this.#serial(async () => {
@@ -253,7 +288,8 @@ export class ReplicaDisk {
         if (this.#m.base.pointId === oldestKept) return { dropped: [], deferred: false };
         throw notFound('replica-point-not-found', `Point ${oldestKept} is not retained in ${this.dir}.`);
       }
-      if (this.#m.views.length > 0) return { dropped: [], deferred: true };
+      // Views and a point being received hold the chain open (QEMU's image locks agree).
+      if (this.#m.views.length > 0 || this.#m.staging) return { dropped: [], deferred: true };
       const dropped: string[] = [];
       for (let i = 0; i <= idx; i++) {
         const l = this.#m.layers[0]!;
@@ -374,13 +410,23 @@ export class ReplicaDisk {
     await fsyncPath(join(this.dir, file));
   }
 
-  /** Serves one image over a private qemu-nbd and hands a connected client to `fn`. */
-  async #withNbd<T>(name: string, readOnly: boolean, fn: (c: NbdClient) => Promise<T>, secrets: Secret[] = this.secrets()): Promise<T> {
+  /** Serves one image over a private qemu-nbd and connects to it. */
+  async #serve(name: string, readOnly: boolean, secrets: Secret[] = this.secrets()): Promise<{ nbd: NbdClient; close(): Promise<void> }> {
     const sock = join(this.dir, `.nbd-${process.pid}-${randomUUID().slice(0, 8)}.sock`);
     const args = [`--socket=${sock}`, '--cache=writeback', '--aio=threads', ...(readOnly ? ['--read-only'] : []), name];
     const s = await spawnWithSecrets('qemu-nbd', args, secrets);
     let exited = false;
     void s.exited.then(() => (exited = true));
+    const stop = async (): Promise<void> => {
+      if (!exited) {
+        // It exits by itself once its only client disconnects; a refused start may leave it up.
+        if (!(await Promise.race([s.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]))) s.child.kill('SIGTERM');
+        const t = setTimeout(() => s.child.kill('SIGKILL'), 10_000);
+        await s.exited;
+        clearTimeout(t);
+      }
+      await rm(sock, { force: true });
+    };
     try {
       const deadline = Date.now() + 15_000;
       while (!(await exists(sock))) {
@@ -388,22 +434,121 @@ export class ReplicaDisk {
         await new Promise((r) => setTimeout(r, 10));
       }
       await s.forgetSecrets();
-      const c = await NbdClient.connect({ path: sock });
-      try {
-        return await fn(c);
-      } finally {
-        await c.disconnect().catch(() => {});
-      }
-    } finally {
-      const t = setTimeout(() => s.child.kill('SIGKILL'), 10_000);
-      if (!exited) {
-        // It exits by itself once its only client disconnects; a refused start may leave it up.
-        if (!(await Promise.race([s.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]))) s.child.kill('SIGTERM');
-        await s.exited;
-      }
-      clearTimeout(t);
-      await rm(sock, { force: true });
+      const nbd = await NbdClient.connect({ path: sock });
+      return {
+        nbd,
+        close: async () => {
+          await nbd.disconnect().catch(() => {});
+          await stop();
+        },
+      };
+    } catch (err) {
+      await stop();
+      throw err;
     }
+  }
+
+  async #withNbd<T>(name: string, readOnly: boolean, fn: (c: NbdClient) => Promise<T>): Promise<T> {
+    const served = await this.#serve(name, readOnly);
+    try {
+      return await fn(served.nbd);
+    } finally {
+      await served.close();
+    }
+  }
+
+  async #openWriter(): Promise<PointWriter> {
+    const st = this.#m.staging!;
+    const bs = this.#m.blockSize;
+    const served = await this.#serve(jsonName(this.#spec(st.file)), false);
+    const journal = await open(join(this.dir, st.journal), 'a');
+    const inflight = new Set<Promise<void>>();
+    let failed: unknown;
+    let records: Buffer[] = [];
+    let journalLength = st.journalLength;
+    let progress = st.progress;
+    let closed = false;
+    const settle = async (): Promise<void> => {
+      await Promise.all(inflight);
+      if (failed) throw failed;
+    };
+    const shut = async (): Promise<void> => {
+      if (closed) return;
+      closed = true;
+      await Promise.allSettled(inflight);
+      await served.close();
+      await journal.close();
+    };
+    const checkpoint = async (p: unknown): Promise<void> => {
+      await settle();
+      await served.nbd.flush();
+      const add = Buffer.concat(records);
+      records = [];
+      if (add.length > 0) {
+        await journal.write(add, 0, add.length, null);
+        await journal.datasync();
+      }
+      journalLength += add.length;
+      progress = p;
+      await this.#serial(async () => {
+        this.#m.staging = { ...st, journalLength, progress };
+        await saveManifest(this.dir, this.#m);
+      });
+    };
+    return {
+      pointId: st.pointId,
+      get progress() { return progress; },
+      write: async (offset: number, data: Uint8Array): Promise<void> => {
+        if (closed) throw conflict('replica-writer-closed', `Point ${st.pointId} is no longer open for writing.`);
+        if (failed) throw failed;
+        this.#checkExtent(offset, data.length);
+        for (let at = 0; at < data.length; at += bs) {
+          const r = Buffer.alloc(JOURNAL_RECORD);
+          r.writeBigUInt64BE(BigInt((offset + at) / bs));
+          checksum(data.subarray(at, Math.min(data.length, at + bs))).copy(r, 8);
+          records.push(r);
+        }
+        for (let at = 0; at < data.length; at += MAX_WRITE) {
+          const p = served.nbd.write(offset + at, data.subarray(at, Math.min(data.length, at + MAX_WRITE))).catch((err: unknown) => { failed ??= err; });
+          inflight.add(p);
+          void p.finally(() => inflight.delete(p));
+          if (inflight.size >= IN_FLIGHT) await Promise.race(inflight);
+        }
+        if (failed) throw failed;
+      },
+      checkpoint,
+      commit: async (opts: { createdAt?: string; progress?: unknown } = {}): Promise<PointInfo> => {
+        await checkpoint(opts.progress ?? progress);
+        await shut();
+        await fsyncPath(join(this.dir, st.file));
+        return this.#serial(async () => {
+          const sums: BlockSums = new Map();
+          const j = await readFile(join(this.dir, st.journal));
+          for (let at = 0; at + JOURNAL_RECORD <= journalLength; at += JOURNAL_RECORD) {
+            sums.set(Number(j.readBigUInt64BE(at)), Buffer.from(j.subarray(at + 8, at + JOURNAL_RECORD)));
+          }
+          const sumsFile = `p-${st.pointId}.sums`;
+          await writeSums(join(this.dir, sumsFile), bs, sums);
+          const entry: LayerEntry = { pointId: st.pointId, file: st.file, sums: sumsFile, createdAt: opts.createdAt ?? new Date().toISOString(), bad: false };
+          this.#m.layers.push(entry);
+          this.#m.staging = null;
+          await saveManifest(this.dir, this.#m);
+          await rm(join(this.dir, st.journal), { force: true });
+          return { id: entry.pointId, createdAt: entry.createdAt, bad: false };
+        });
+      },
+      abandon: shut,
+      abort: async (): Promise<void> => {
+        await shut();
+        await this.#serial(async () => {
+          if (this.#m.staging?.pointId !== st.pointId) return;
+          this.#m.staging = null;
+          await saveManifest(this.dir, this.#m);
+          await rm(join(this.dir, st.file), { force: true });
+          await rm(join(this.dir, st.journal), { force: true });
+        });
+      },
+    };
   }
 
   async #verifyLayer(file: string, sums: BlockSums): Promise<Set<number>> {
@@ -494,7 +639,8 @@ export class ReplicaDisk {
   async #recover(): Promise<void> {
     if (this.#m.merging) await this.#finishMerge();
     if (this.#m.encryption?.rotatingTo) await this.#finishRotation();
-    const keep = new Set([MANIFEST, 'views', this.#m.base.file, ...(this.#m.base.sums ? [this.#m.base.sums] : []), ...this.#m.layers.flatMap((l) => [l.file, l.sums])]);
+    const staging = this.#m.staging ? [this.#m.staging.file, this.#m.staging.journal] : [];
+    const keep = new Set([MANIFEST, 'views', this.#m.base.file, ...(this.#m.base.sums ? [this.#m.base.sums] : []), ...this.#m.layers.flatMap((l) => [l.file, l.sums]), ...staging]);
     for (const name of await readdir(this.dir)) if (!keep.has(name)) await rm(join(this.dir, name), { force: true, recursive: true });
     const views = new Set(this.#m.views.map((v) => v.file));
     for (const name of await readdir(join(this.dir, 'views'))) if (!views.has(join('views', name))) await rm(join(this.dir, 'views', name), { force: true });

@@ -119,11 +119,11 @@ let dir: string;
 before(async () => { dir = await mkdtemp(join(tmpdir(), 'rebound-frame-test-')); });
 after(async () => { await rm(dir, { recursive: true, force: true }); });
 
-interface Receiver { applied: Map<number, DataFrame>; acked: number; completed: number; server: Server; path: string; errors: unknown[]; failAfter: number }
+interface Receiver { applied: Map<number, DataFrame>; acked: number; checkpoints: number[]; completed: number; server: Server; path: string; errors: unknown[]; failAfter: number }
 
 async function startReceiver(name: string, failAfter = Infinity): Promise<Receiver> {
   const path = join(dir, `${name}.sock`);
-  const r: Receiver = { applied: new Map(), acked: -1, completed: -1, server: createServer(), path, errors: [], failAfter };
+  const r: Receiver = { applied: new Map(), acked: -1, checkpoints: [], completed: -1, server: createServer(), path, errors: [], failAfter };
   r.server.on('connection', (socket: Socket) => {
     receiveTransfer(socket, {
       vaultKey,
@@ -131,8 +131,8 @@ async function startReceiver(name: string, failAfter = Infinity): Promise<Receiv
       apply: async (frame) => {
         if (r.applied.size >= r.failAfter) throw new Error('receiver crashed');
         r.applied.set(frame.header.seq, frame);
-        r.acked = frame.header.seq;
       },
+      checkpoint: async (_id, seq) => { r.checkpoints.push(seq); r.acked = seq; },
       complete: async (_id, frames) => { r.completed = frames; r.acked = frames; },
     }).catch((err: unknown) => r.errors.push(err));
   });
@@ -155,7 +155,9 @@ test('a transfer streams every frame in order and the receiver holds exactly the
     const acks: number[] = [];
     const res = await sendTransfer(await dial(r.path), { vaultKey, transferId: 't-whole', plan, window: 8, read: async (e) => disk.subarray(e.offset, e.offset + e.length), onAck: (s) => acks.push(s) });
     assert.deepEqual(res, { sent: 100, skipped: 0 });
-    assert.deepEqual(acks, plan.map((_, i) => i));
+    // Cumulative acknowledgements after each checkpoint: every half window, and at the end.
+    assert.deepEqual(r.checkpoints, [3, 7, 11, 15, 19, 23, 27, 31, 35, 39, 43, 47, 51, 55, 59, 63, 67, 71, 75, 79, 83, 87, 91, 95, 99]);
+    assert.deepEqual(acks, r.checkpoints);
     assert.equal(r.completed, 100);
     for (const [seq, f] of r.applied) assert.deepEqual(f.data, disk.subarray(seq * 8192, (seq + 1) * 8192));
     assert.equal(r.applied.size, 100);
@@ -171,13 +173,13 @@ test('a resumed transfer sends nothing already acknowledged', async () => {
     const reads: number[] = [];
     const read = async (e: PlannedExtent) => { reads.push(e.offset / 8192); return disk.subarray(e.offset, e.offset + e.length); };
     await assert.rejects(sendTransfer(await dial(r.path), { vaultKey, transferId: 't-res', plan, window: 4, read }));
-    assert.equal(r.acked, 36);
+    assert.equal(r.acked, 35, 'the last checkpoint before the receiver failed at frame 37');
     r.failAfter = Infinity;
     reads.length = 0;
     const res = await sendTransfer(await dial(r.path), { vaultKey, transferId: 't-res', plan, window: 4, read });
-    assert.deepEqual(res, { sent: 90 - 37, skipped: 37 });
-    assert.equal(reads[0], 37, 'the resumed session starts after the last acknowledged frame');
-    assert.equal(reads.length, 90 - 37);
+    assert.deepEqual(res, { sent: 90 - 36, skipped: 36 });
+    assert.equal(reads[0], 36, 'the resumed session starts after the last acknowledged frame');
+    assert.equal(reads.length, 90 - 36);
     assert.equal(r.completed, 90);
     for (let i = 0; i < 90; i++) assert.deepEqual(r.applied.get(i)?.data, disk.subarray(i * 8192, (i + 1) * 8192));
     // A third session after completion sends nothing at all.

@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdtemp, open, readFile, rm, stat, truncate } from 'node:fs/promises';
+import { copyFile, mkdtemp, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { diffDigests, digestFile } from '../../src/datapath/digest.ts';
@@ -192,31 +192,55 @@ async function waitFor(cond: () => Promise<boolean>, ms: number, what: string): 
   }
 }
 
-test('SIGKILL mid-apply leaves only complete points, and the half-written overlay is removed', async () => {
+test('SIGKILL mid-apply names no new point, keeps what was checkpointed, and the point resumes from there', async () => {
   const size = 48 * MiB;
   const source = await newSource('c.raw', size);
   const rdir = join(dir, 'rep-c');
   const disk = await ReplicaDisk.create(rdir, { size });
   const snaps = new Map<string, string>();
   await mutate(source, size, 40);
-  const d = await cycle(disk, source, null, 'k1', snaps);
+  await cycle(disk, source, null, 'k1', snaps);
   await mutate(source, size, 40);
+  const snap2 = join(dir, 'c.k2.snap');
+  await copyFile(source, snap2);
+  snaps.set('k2', snap2);
   const child = runChild(['apply', rdir, source, 'k2']);
+  const progressOf = async () => ((JSON.parse(await readFile(join(rdir, 'manifest.json'), 'utf8').catch(() => '{}')) as Partial<Manifest>).staging?.progress as number | undefined) ?? 0;
   try {
-    await waitFor(async () => ((await stat(join(rdir, 'p-k2.qcow2')).catch(() => null))?.size ?? 0) > 8 * MiB, 30_000, 'the overlay to be half written');
+    await waitFor(async () => (await progressOf()) >= 12, 30_000, 'a few checkpoints');
   } finally {
     child.kill();
   }
   assert.equal(await child.done, -1, 'the child was killed, not finished');
   const manifest = JSON.parse(await readFile(join(rdir, 'manifest.json'), 'utf8')) as Manifest;
   assert.deepEqual(manifest.layers.map((l) => l.pointId), ['k1']);
+  const checkpointed = manifest.staging!.progress as number;
+  assert.ok(checkpointed >= 12 && checkpointed < 48, `killed mid-way (checkpoint at ${checkpointed} MiB)`);
+  await writeFile(join(rdir, 'p-stray.qcow2'), 'left by something else');
   const again = await ReplicaDisk.open(rdir);
-  await assert.rejects(stat(join(rdir, 'p-k2.qcow2')), 'the unnamed overlay was deleted');
+  await assert.rejects(stat(join(rdir, 'p-stray.qcow2')), 'files the manifest does not name are deleted');
   assert.deepEqual(again.points().map((p) => p.id), ['k1']);
+  assert.deepEqual(again.staged(), { pointId: 'k2', progress: checkpointed });
   await assertAllPoints(again, snaps);
-  // The cycle is simply redone.
-  await cycle(again, source, d, 'k2', snaps);
+  await assert.rejects(again.beginPoint('k3'), (e: unknown) => e instanceof ReboundError && e.code === 'replica-point-in-progress');
+  // Resume: only what follows the checkpoint is written again.
+  const w = await again.resumePoint();
+  const fh = await open(source, 'r');
+  for (let mb = checkpointed; mb < 48; mb++) {
+    const data = Buffer.alloc(MiB);
+    await fh.read(data, 0, MiB, mb * MiB);
+    await w.write(mb * MiB, data);
+  }
+  await fh.close();
+  await w.commit();
+  assert.equal(again.staged(), null);
+  assert.deepEqual(again.points().map((p) => p.id), ['k1', 'k2']);
   await assertAllPoints(again, snaps);
+  // Every block of k2 has its checksum, including those written before the kill.
+  const report = await again.scrub();
+  assert.deepEqual([report.damaged, report.badPoints], [[], []]);
+  const sums = await readFile(join(rdir, 'p-k2.sums'));
+  assert.equal(sums.readUInt32BE(8), size / BS);
 });
 
 test('SIGKILL mid-merge leaves every named point readable and correct, and open finishes the merge', async () => {
