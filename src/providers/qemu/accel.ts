@@ -4,10 +4,12 @@
 // within seconds; a broken one reports an internal error or hangs. The answer is cached per
 // QEMU binary and kernel, in memory and in a small file, so the probe runs once.
 // REBOUND_ACCEL=kvm|tcg overrides it.
-import { spawn } from 'node:child_process';
-import { access, constants, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { access, constants, mkdir, open, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 
 export type Accel = 'kvm' | 'tcg';
 
@@ -29,8 +31,7 @@ export async function chooseAccel(kernel: string | undefined, opts: { timeoutMs?
     return { accel: 'tcg', reason: '/dev/kvm is not usable', probedMs: 0 };
   }
   if (!kernel) return { accel: 'tcg', reason: 'no kernel to probe KVM with (disk boot)', probedMs: 0 };
-  const st = await stat(kernel);
-  const key = `${kernel}|${st.size}|${st.mtimeMs}`;
+  const key = await kernelKey(kernel);
   let p = memo.get(key);
   if (!p) {
     p = (async () => {
@@ -44,6 +45,30 @@ export async function chooseAccel(kernel: string | undefined, opts: { timeoutMs?
     memo.set(key, p);
   }
   return p;
+}
+
+/** Identifies a kernel by content (size + digest of its head and tail), not by mtime: build
+ * scripts rewrite identical kernels, and the answer only depends on the kernel and this host. */
+async function kernelKey(kernel: string): Promise<string> {
+  const fh = await open(kernel, 'r');
+  try {
+    const { size } = await fh.stat();
+    const n = Math.min(size, 65536);
+    const head = Buffer.alloc(n);
+    const tail = Buffer.alloc(n);
+    await fh.read(head, 0, n, 0);
+    await fh.read(tail, 0, n, size - n);
+    const h = createHash('sha256').update(head).update(tail).digest('hex').slice(0, 16);
+    return `${size}:${h}:${(await execQemuVersion()).trim()}`;
+  } finally {
+    await fh.close();
+  }
+}
+
+let qemuVersion: Promise<string> | undefined;
+function execQemuVersion(): Promise<string> {
+  qemuVersion ??= promisify(execFile)('qemu-system-x86_64', ['--version']).then((r) => r.stdout.split('\n')[0] ?? '', () => 'unknown');
+  return qemuVersion;
 }
 
 async function probeKvm(kernel: string, timeoutMs: number): Promise<AccelProbe> {

@@ -205,8 +205,7 @@ export class QemuProvider implements MachineProvider {
 
   async takePoint(name: string, signal?: AbortSignal): Promise<Point> {
     if (this.#points.has(name)) throw conflict('point-open', `VM "${name}" already has an open point; release it before taking the next.`);
-    const disks = await this.disks(name, signal);
-    const open = await this.#trackingOp(name, (q, def, paths) => tracking.takePoint(q, def, paths, disks, signal));
+    const open = await this.#trackingOp(name, (q, def, paths) => tracking.takePoint(q, def, paths, signal));
     this.#points.set(name, open);
     const nbd = this.paths(name).nbd;
     return {

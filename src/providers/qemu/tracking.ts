@@ -151,7 +151,7 @@ export interface OpenPoint {
 }
 
 /** Takes a point: the transaction, the fleecing overlays, the NBD exports, the changed extents. */
-export async function takePoint(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, disks: DiskInfo[], signal?: AbortSignal): Promise<OpenPoint> {
+export async function takePoint(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, signal?: AbortSignal): Promise<OpenPoint> {
   let view = await inspect(qmp, def, paths, signal);
   if (view.status.state === 'off') throw conflict('cbt-not-started', `Change tracking is not started for VM "${def.name}".`, { hint: 'Start tracking first (startTracking).' });
   if (view.status.state === 'lost') throw lostError(def.name, view.status);
@@ -160,11 +160,17 @@ export async function takePoint(qmp: QmpClient, def: MachineDefinition, paths: V
     view = await inspect(qmp, def, paths, signal);
   }
   const gen = view.active!;
+  // Sizes from QEMU itself (no qemu-img process per disk), overlays created in parallel.
+  const nodes = await qmp.execute('query-named-block-nodes', { flat: true }, { signal });
+  const disks: DiskInfo[] = def.disks.map((d, i) => ({
+    id: diskNode(i), path: d.path, format: d.format,
+    sizeBytes: nodes.find((n) => n['node-name'] === diskNode(i))?.image['virtual-size'] ?? 0,
+  }));
+  await Promise.all(disks.map((d, i) => run('qemu-img', ['create', '-q', '-f', 'qcow2', join(paths.run, `fleece${i}.qcow2`), String(d.sizeBytes)])));
   const created: number[] = [];
   try {
     for (let i = 0; i < def.disks.length; i++) {
       const file = join(paths.run, `fleece${i}.qcow2`);
-      await run('qemu-img', ['create', '-q', '-f', 'qcow2', file, String(disks[i]!.sizeBytes)]);
       await qmp.execute('blockdev-add', {
         driver: 'qcow2', 'node-name': fleeceNode(i), backing: diskNode(i),
         file: { driver: 'file', filename: file },
