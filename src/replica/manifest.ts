@@ -54,7 +54,13 @@ export interface Manifest {
   blockSize: number;
   /** Null for a plain replica; otherwise the id of the at-rest key its images open with, and
    * during a rotation the id being rotated to. */
-  encryption: { keyId: string; rotatingTo: string | null } | null;
+  encryption: {
+    keyId: string;
+    rotatingTo: string | null;
+    /** The key of the keyed block checksums (random per replica), sealed with AES-256-GCM under
+     * the current at-rest key; base64 of iv | ciphertext | tag. Re-sealed on key rotation. */
+    sealedSumsKey: string;
+  } | null;
   base: BaseEntry;
   /** Oldest first; layers[i] is backed by layers[i-1] (layers[0] by the base). */
   layers: LayerEntry[];

@@ -16,13 +16,15 @@
 // is finished on open. Merges wait while any view is open: a running view holds the chain.
 // Encryption at rest is qcow2's LUKS, so QEMU still opens the images given the secret; key
 // rotation adds a keyslot for the new key and removes the old one in every file without
-// rewriting data. scrub() re-reads every written block of every layer and marks the points whose
-// data it cannot vouch for as bad; a bad point is never served as a view.
-import { randomUUID, hkdfSync } from 'node:crypto';
+// rewriting data. Block checksums of an encrypted replica are keyed (BLAKE3 with a random
+// per-replica key sealed under the at-rest key), so they reveal nothing about the data.
+// scrub() re-reads every written block of every layer and marks the points whose data it
+// cannot vouch for as bad; a bad point is never served as a view.
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { conflict, invalid, notFound, ReboundError } from '../domain/errors.ts';
-import { checksum } from '../datapath/checksum.ts';
+import { checksum, keyedChecksum } from '../datapath/checksum.ts';
 import { NbdClient } from '../nbd/client.ts';
 import { readSums, writeSums } from './block-sums.ts';
 import type { BlockSums } from './block-sums.ts';
@@ -109,6 +111,8 @@ export class ReplicaDisk {
   readonly dir: string;
   #m: Manifest;
   #keys: Map<string, AtRestKey>;
+  /** Key of the keyed block checksums of an encrypted replica (null: plain BLAKE3). */
+  #sumsKey: Buffer | null = null;
   #queue: Promise<unknown> = Promise.resolve();
 
   private constructor(dir: string, m: Manifest, keys: readonly AtRestKey[]) {
@@ -130,7 +134,7 @@ export class ReplicaDisk {
       version: 1,
       size: opts.size,
       blockSize,
-      encryption: opts.key ? { keyId: opts.key.id, rotatingTo: null } : null,
+      encryption: null,
       base: { file: 'base.qcow2', pointId: null, sums: null, createdAt: null, bad: false },
       layers: [],
       merging: null,
@@ -138,6 +142,10 @@ export class ReplicaDisk {
       staging: null,
     };
     const disk = new ReplicaDisk(dir, m, opts.key ? [opts.key] : []);
+    if (opts.key) {
+      disk.#sumsKey = randomBytes(32);
+      m.encryption = { keyId: opts.key.id, rotatingTo: null, sealedSumsKey: sealKey(disk.#sumsKey, opts.key) };
+    }
     await rm(join(dir, 'base.qcow2'), { force: true }); // from a create that died before its manifest
     await disk.#createImage('base.qcow2', null);
     await fsyncDir(dir);
@@ -156,6 +164,7 @@ export class ReplicaDisk {
         hint: 'Pass the vault key the replica was written with.',
       });
     }
+    if (m.encryption) disk.#sumsKey = openSealedKey(m.encryption.sealedSumsKey, disk.#keys.get(m.encryption.keyId)!, dir);
     await disk.#serial(() => disk.#recover());
     return disk;
   }
@@ -369,6 +378,10 @@ export class ReplicaDisk {
     return run;
   }
 
+  #sum(data: Uint8Array): Buffer {
+    return this.#sumsKey ? keyedChecksum(this.#sumsKey, data) : checksum(data);
+  }
+
   #currentKey(): AtRestKey | null {
     const e = this.#m.encryption;
     if (!e) return null;
@@ -505,7 +518,7 @@ export class ReplicaDisk {
         for (let at = 0; at < data.length; at += bs) {
           const r = Buffer.alloc(JOURNAL_RECORD);
           r.writeBigUInt64BE(BigInt((offset + at) / bs));
-          checksum(data.subarray(at, Math.min(data.length, at + bs))).copy(r, 8);
+          this.#sum(data.subarray(at, Math.min(data.length, at + bs))).copy(r, 8);
           records.push(r);
         }
         for (let at = 0; at < data.length; at += MAX_WRITE) {
@@ -562,7 +575,7 @@ export class ReplicaDisk {
           const off = b * bs;
           try {
             const data = await nbd.read(off, Math.min(bs, this.#m.size - off));
-            if (!checksum(data).equals(sums.get(b)!)) damaged.add(b);
+            if (!this.#sum(data).equals(sums.get(b)!)) damaged.add(b);
           } catch {
             damaged.add(b);
           }
@@ -627,7 +640,8 @@ export class ReplicaDisk {
       }
       await fsyncPath(join(this.dir, file));
     }
-    this.#m.encryption = { keyId: newKey.id, rotatingTo: null };
+    // The checksum key is re-sealed last: until this save, the old key (still needed) opens it.
+    this.#m.encryption = { keyId: newKey.id, rotatingTo: null, sealedSumsKey: sealKey(this.#sumsKey!, newKey) };
     await saveManifest(this.dir, this.#m);
   }
 
@@ -644,6 +658,28 @@ export class ReplicaDisk {
     for (const name of await readdir(this.dir)) if (!keep.has(name)) await rm(join(this.dir, name), { force: true, recursive: true });
     const views = new Set(this.#m.views.map((v) => v.file));
     for (const name of await readdir(join(this.dir, 'views'))) if (!views.has(join('views', name))) await rm(join(this.dir, 'views', name), { force: true });
+  }
+}
+
+const sealingKey = (k: AtRestKey): Buffer => Buffer.from(hkdfSync('sha256', Buffer.from(k.secret), Buffer.from('rebound/replica-sums-seal/v1'), Buffer.alloc(0), 32));
+
+function sealKey(key: Buffer, with_: AtRestKey): string {
+  const iv = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', sealingKey(with_), iv);
+  return Buffer.concat([iv, c.update(key), c.final(), c.getAuthTag()]).toString('base64');
+}
+
+function openSealedKey(sealed: string, with_: AtRestKey, dir: string): Buffer {
+  const b = Buffer.from(sealed, 'base64');
+  try {
+    const d = createDecipheriv('aes-256-gcm', sealingKey(with_), b.subarray(0, 12));
+    d.setAuthTag(b.subarray(b.length - 16));
+    return Buffer.concat([d.update(b.subarray(12, b.length - 16)), d.final()]);
+  } catch (err) {
+    throw new ReboundError('forbidden', 'replica-key-wrong', `The at-rest key ${with_.id} given for ${dir} is not the one it was written with.`, {
+      hint: 'Use the vault key the replica was created with (or rotated to).',
+      cause: err,
+    });
   }
 }
 

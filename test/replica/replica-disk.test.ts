@@ -18,6 +18,7 @@ import type { ApplyExtent, ReplicaView } from '../../src/replica/replica-disk.ts
 import { jsonName, runQemu } from '../../src/replica/qemu.ts';
 import type { Manifest } from '../../src/replica/manifest.ts';
 import { ReboundError } from '../../src/domain/errors.ts';
+import { checksum } from '../../src/datapath/checksum.ts';
 
 const MiB = 1024 * 1024;
 const BS = 64 * 1024;
@@ -301,6 +302,12 @@ test('an encrypted replica reads back, refuses other keys, and reads back after 
   const sample = plain.subarray(plain.findIndex((b) => b !== 0), plain.findIndex((b) => b !== 0) + 64);
   assert.equal(stored.indexOf(sample), -1);
   await assert.rejects(ReplicaDisk.open(rdir, { keys: [k2] }), (e: unknown) => e instanceof ReboundError && e.code === 'replica-key-missing');
+  await assert.rejects(ReplicaDisk.open(rdir, { keys: [{ id: 'k1', secret: k2.secret }] }), (e: unknown) => e instanceof ReboundError && e.code === 'replica-key-wrong');
+  // Its block checksums are keyed: the plain BLAKE3 of a stored block appears nowhere.
+  const blockAt = Math.floor(plain.findIndex((b) => b !== 0) / BS) * BS;
+  const sumsFile = await readFile(join(rdir, 'p-e2.sums'));
+  assert.equal(sumsFile.indexOf(checksum(plain.subarray(blockAt, blockAt + BS))), -1);
+  assert.deepEqual((await disk.scrub()).damaged, []);
 
   const t0 = performance.now();
   await disk.rotateKey(k2);
@@ -308,6 +315,9 @@ test('an encrypted replica reads back, refuses other keys, and reads back after 
   const reopened = await ReplicaDisk.open(rdir, { keys: [k2] });
   assert.equal(reopened.keyId, 'k2');
   await assertAllPoints(reopened, snaps);
+  const after = await reopened.scrub();
+  assert.ok(after.checkedBlocks > 0);
+  assert.deepEqual(after.damaged, [], 'the checksums still verify under the new key');
   // The old key no longer opens any image.
   for (const f of ['base.qcow2', 'p-e1.qcow2', 'p-e2.qcow2']) {
     await assert.rejects(runQemu('qemu-io', ['-r', '-c', 'read 0 512', jsonName({ path: join(rdir, f), secretId: 'rebound-replica-key', alone: true })], [{ id: 'rebound-replica-key', data: k1.secret }]));
