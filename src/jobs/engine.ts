@@ -17,13 +17,14 @@
 // single UPDATE … RETURNING statement is atomic (writers are serialised).
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
+import type { UpdateQueryBuilder } from 'kysely';
 import type { Logger } from 'pino';
 import { conflict, notFound, ReboundError, toReboundError } from '../domain/errors.ts';
 import { newId, now, parseJson } from '../store/ids.ts';
 import type { Store } from '../store/open.ts';
-import type { Row } from '../store/schema.ts';
+import type { Database, Row } from '../store/schema.ts';
 import { backoffMs, retryPolicy, shouldRetry } from './retry.ts';
-import type { EnqueueRequest, ErrorView, JobDefinition, JobFilter, JobView, LogLine, TaskContext } from './types.ts';
+import type { EnqueueRequest, ErrorView, HookContext, JobDefinition, JobFilter, JobView, LogLine, TaskContext } from './types.ts';
 import { terminalJobStates } from './types.ts';
 import { decodeCursor, encodeCursor, jobProgress, jobView } from './views.ts';
 
@@ -39,6 +40,13 @@ export interface JobEngineOptions {
   logger?: Logger;
 }
 
+interface Running {
+  ac: AbortController;
+  /** Aborts compensation hooks (which run after `ac` fired) on shutdown or lease loss. */
+  hookAc: AbortController;
+  done: Promise<void>;
+}
+
 class Interrupt extends Error {
   readonly why: 'cancel' | 'shutdown' | 'lease-lost' | 'wait';
   constructor(why: Interrupt['why'], message: string) {
@@ -50,6 +58,17 @@ class Interrupt extends Error {
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type AnyDefinition = JobDefinition<any>;
 
+/**
+ * What this worker holds of a job: the claim's attempt number is the fencing token. A claim always
+ * bumps `attempts`, so `locked_by = me AND attempts = token` stays true only for this claim: not
+ * after another worker took over, nor after this same worker re-claimed the job whose lease it let
+ * expire (an event loop stalled longer than the lease) while the first run is still going.
+ */
+interface Lease {
+  id: string;
+  token: number;
+}
+
 export class JobEngine {
   readonly workerId: string;
   readonly #store: Store;
@@ -59,7 +78,7 @@ export class JobEngine {
   readonly #log: Logger | undefined;
   readonly #defs = new Map<string, AnyDefinition>();
   readonly #events = new EventEmitter();
-  readonly #running = new Map<string, { ac: AbortController; done: Promise<void> }>();
+  readonly #running = new Map<string, Running>();
   #timer: NodeJS.Timeout | undefined;
   #started = false;
   #stopping = false;
@@ -212,13 +231,26 @@ export class JobEngine {
     }
     const db = this.#store.db;
     const t = now();
-    const direct = await db
-      .updateTable('jobs')
-      .set({ state: 'cancelled', finished_at: t, updated_at: t, locked_by: null, lease_expires_at: null, cancel_requested: 1 })
-      .where('id', '=', id)
-      .where('state', 'in', ['queued', 'waiting'])
-      .executeTakeFirst();
-    if (Number(direct.numUpdatedRows) > 0) {
+    // A job that has done some work and whose kind compensates goes through a worker, which runs
+    // onCancel under a lease; any other queued or waiting job ends here and now.
+    const viaWorker = def?.onCancel !== undefined && job.startedAt !== null;
+    const direct = viaWorker
+      ? await db
+          .updateTable('jobs')
+          .set({ state: 'queued', run_after: t, updated_at: t, cancel_requested: 1 })
+          .where('id', '=', id)
+          .where('state', 'in', ['queued', 'waiting'])
+          .executeTakeFirst()
+      : await db
+          .updateTable('jobs')
+          .set({ state: 'cancelled', finished_at: t, updated_at: t, locked_by: null, lease_expires_at: null, cancel_requested: 1 })
+          .where('id', '=', id)
+          .where('state', 'in', ['queued', 'waiting'])
+          .executeTakeFirst();
+    if (Number(direct.numUpdatedRows) > 0 && viaWorker) {
+      await this.#appendLog(id, null, `cancel requested by ${by}`, 'warn');
+      this.#kick();
+    } else if (Number(direct.numUpdatedRows) > 0) {
       await db.updateTable('tasks').set({ state: 'cancelled', finished_at: t }).where('job_id', '=', id).where('state', 'in', ['pending', 'waiting', 'running']).execute();
       await this.#appendLog(id, null, `cancelled by ${by}`, 'warn');
     } else {
@@ -246,10 +278,22 @@ export class JobEngine {
       if (!updated) throw conflict('job.not-waiting', `job ${id} is no longer waiting`);
       await this.#appendLog(id, null, `resumed by ${by}`);
     } else if (job.state === 'failed') {
+      if (this.#defs.get(job.kind)?.resumable === false) {
+        throw conflict('job.not-resumable', `a failed ${job.kind} job cannot be retried; start a new one`);
+      }
       await db.transaction().execute(async (tx) => {
         await tx
           .updateTable('jobs')
-          .set({ state: 'queued', run_after: t, updated_at: t, error: null, finished_at: null, attempts: 0, cancel_requested: 0 })
+          // attempts only ever grows (it is the claims' fencing token): a retry gets a fresh budget.
+          .set((eb) => ({
+            state: 'queued',
+            run_after: t,
+            updated_at: t,
+            error: null,
+            finished_at: null,
+            cancel_requested: 0,
+            max_attempts: eb('attempts', '+', retryPolicy(this.#defs.get(job.kind)?.retry).maxAttempts),
+          }))
           .where('id', '=', id)
           .where('state', '=', 'failed')
           .execute();
@@ -279,7 +323,11 @@ export class JobEngine {
     this.#stopping = true;
     this.#started = false;
     if (this.#timer) clearTimeout(this.#timer);
-    for (const r of this.#running.values()) r.ac.abort(new Interrupt('shutdown', 'worker stopping'));
+    for (const r of this.#running.values()) {
+      const why = new Interrupt('shutdown', 'worker stopping');
+      r.ac.abort(why);
+      r.hookAc.abort(why);
+    }
     await Promise.allSettled([...this.#running.values()].map((r) => r.done));
   }
 
@@ -294,12 +342,20 @@ export class JobEngine {
         if (jobs.length === 0) break;
         claimed += jobs.length;
         for (const job of jobs) {
-          const ac = new AbortController();
-          const done = this.#run(job, ac).finally(() => {
-            this.#running.delete(job.id);
+          // Our own earlier run of this job let its lease expire (it stalled) and we re-claimed
+          // it: the old run is fenced off already; stop it too.
+          const stale = this.#running.get(job.id);
+          if (stale) {
+            const why = new Interrupt('lease-lost', 'lease lost');
+            stale.ac.abort(why);
+            stale.hookAc.abort(why);
+          }
+          const entry = { ac: new AbortController(), hookAc: new AbortController() } as Running;
+          entry.done = this.#run(job, entry).finally(() => {
+            if (this.#running.get(job.id) === entry) this.#running.delete(job.id);
             this.#kick();
           });
-          this.#running.set(job.id, { ac, done });
+          this.#running.set(job.id, entry);
         }
       }
     } catch (err) {
@@ -360,30 +416,32 @@ export class JobEngine {
     return rows;
   }
 
-  async #run(row: Row<'jobs'>, ac: AbortController): Promise<void> {
-    const id = row.id;
+  async #run(row: Row<'jobs'>, running: Running): Promise<void> {
+    const lease: Lease = { id: row.id, token: row.attempts };
     const def = this.#defs.get(row.kind);
     if (!def) return;
-    if (row.attempts > 1) await this.#appendLog(id, null, `picked up by ${this.workerId} (attempt ${row.attempts})`);
+    const { ac } = running;
     const heartbeat = setInterval(() => {
-      void this.#heartbeat(id, ac);
+      void this.#heartbeat(lease, running);
     }, Math.max(50, Math.floor(this.#leaseMs / 3)));
+    const tasks: Row<'tasks'>[] = [];
     try {
+      if (row.attempts > 1) await this.#leaseLog(lease, null, `picked up by ${this.workerId} (attempt ${row.attempts})`);
       if (Number(row.cancel_requested) === 1) throw new Interrupt('cancel', 'cancel requested');
-      const result = await this.#runTasks(row, def, ac.signal);
-      await this.#finish(id, 'succeeded', result);
+      const result = await this.#runTasks(row, lease, def, ac.signal, tasks);
+      await this.#finish(lease, 'succeeded', result);
     } catch (err) {
-      await this.#handleFailure(row, def, err, ac.signal);
+      await this.#handleFailure(row, lease, def, err, running, tasks);
     } finally {
       clearInterval(heartbeat);
-      this.#emitById(id);
+      this.#emitById(row.id);
     }
   }
 
-  async #runTasks(row: Row<'jobs'>, def: AnyDefinition, signal: AbortSignal): Promise<unknown> {
+  async #runTasks(row: Row<'jobs'>, lease: Lease, def: AnyDefinition, signal: AbortSignal, tasks: Row<'tasks'>[]): Promise<unknown> {
     const db = this.#store.db;
     const id = row.id;
-    const tasks = await db.selectFrom('tasks').selectAll().where('job_id', '=', id).orderBy('seq').execute();
+    tasks.push(...(await db.selectFrom('tasks').selectAll().where('job_id', '=', id).orderBy('seq').execute()));
     const results = new Map<number, unknown>();
     const params = parseJson<unknown>(row.params, {});
     let lastResult: unknown = null;
@@ -395,9 +453,8 @@ export class JobEngine {
       }
       if (signal.aborted) throw signal.reason;
       const startedAt = task.started_at ?? now();
-      await this.#fencedTask(id, task.seq, { state: 'running', started_at: startedAt, error: null });
-      task.state = 'running';
-      task.started_at = startedAt;
+      await this.#fencedTask(lease, task.seq, { state: 'running', started_at: startedAt, error: null });
+      Object.assign(task, { state: 'running', started_at: startedAt, error: null });
       // The view handed to the task is built from what this worker already holds: no extra reads.
       const view = jobView({ ...row, state: 'running', progress: jobProgress(tasks) }, tasks, []);
       this.#emitById(id);
@@ -412,17 +469,23 @@ export class JobEngine {
           return checkpoint;
         },
         saveCheckpoint: async (data) => {
-          await this.#fencedTask(id, task.seq, { checkpoint: JSON.stringify(data ?? null) });
+          const text = JSON.stringify(data ?? null);
+          await this.#fencedTask(lease, task.seq, { checkpoint: text });
+          task.checkpoint = text;
           checkpoint = data;
         },
         progress: async (pct) => {
           const t = Date.now();
+          // Progress is advisory: at most five writes a second per task, but 100 % always lands.
           if (pct < 100 && t - lastProgressWrite < 200) return;
           lastProgressWrite = t;
-          await this.#fencedTask(id, task.seq, { progress: Math.max(0, Math.min(100, pct)) });
-          await this.#updateJobProgress(id);
+          const p = Math.max(0, Math.min(100, pct));
+          await this.#fencedTask(lease, task.seq, { progress: p });
+          task.progress = p;
+          await this.#fencedJob(lease, { progress: jobProgress(tasks) });
+          this.#emitById(id);
         },
-        log: (message, level = 'info') => this.#appendLog(id, task.seq, message, level),
+        log: (message, level = 'info') => this.#leaseLog(lease, task.seq, message, level),
         waitForResume: async (reason) => {
           if (task.resumed_at !== null) return;
           throw new Interrupt('wait', reason);
@@ -434,16 +497,49 @@ export class JobEngine {
       lastResult = result ?? null;
       results.set(task.seq, lastResult);
       const finishedAt = now();
-      await this.#fencedTask(id, task.seq, { state: 'succeeded', progress: 100, result: JSON.stringify(lastResult), finished_at: finishedAt });
+      await this.#fencedTask(lease, task.seq, { state: 'succeeded', progress: 100, result: JSON.stringify(lastResult), finished_at: finishedAt });
       Object.assign(task, { state: 'succeeded', progress: 100, finished_at: finishedAt });
-      if (task !== tasks[tasks.length - 1]) await this.#fencedJob(id, { progress: jobProgress(tasks) });
+      if (task !== tasks[tasks.length - 1]) await this.#fencedJob(lease, { progress: jobProgress(tasks) });
       this.#emitById(id);
     }
     return lastResult;
   }
 
-  async #handleFailure(row: Row<'jobs'>, def: AnyDefinition, err: unknown, signal: AbortSignal): Promise<void> {
+  /** Runs a compensation hook; its failure is logged, never changes the outcome. */
+  async #hook(
+    which: 'onCancel' | 'onFail',
+    row: Row<'jobs'>,
+    lease: Lease,
+    def: AnyDefinition,
+    running: Running,
+    tasks: Row<'tasks'>[],
+    error?: ErrorView,
+  ): Promise<void> {
+    const hook = def[which];
+    if (!hook) return;
+    const current = tasks.find((t) => t.state === 'running' || t.state === 'waiting') ?? tasks.find((t) => t.state === 'pending');
+    const view = jobView({ ...row, state: 'running', progress: jobProgress(tasks) }, tasks, []);
+    const ctx: HookContext = {
+      job: view,
+      params: parseJson<unknown>(row.params, {}),
+      task: current ? view.tasks[current.seq] : undefined,
+      signal: running.hookAc.signal,
+      log: (message, level = 'info') => this.#leaseLog(lease, null, message, level),
+      ...(error ? { error } : {}),
+    };
+    try {
+      await hook.call(def, ctx);
+    } catch (err) {
+      if (running.hookAc.signal.aborted) throw running.hookAc.signal.reason;
+      const e = toReboundError(err);
+      await this.#leaseLog(lease, null, `${which === 'onCancel' ? 'clean-up after cancel' : 'clean-up after failure'} failed: ${e.message}${e.hint ? ` (${e.hint})` : ''}`, 'error');
+    }
+    if (running.hookAc.signal.aborted) throw running.hookAc.signal.reason;
+  }
+
+  async #handleFailure(row: Row<'jobs'>, lease: Lease, def: AnyDefinition, err: unknown, running: Running, tasks: Row<'tasks'>[]): Promise<void> {
     const id = row.id;
+    const signal = running.ac.signal;
     const reason = err instanceof Interrupt ? err : signal.aborted && signal.reason instanceof Interrupt ? signal.reason : undefined;
     try {
       if (reason?.why === 'lease-lost') {
@@ -451,108 +547,139 @@ export class JobEngine {
         return;
       }
       if (reason?.why === 'shutdown') {
-        // Hand the job back: the next worker (or this one restarted) continues it at once.
-        const t = now();
-        await this.#fencedTasksWhere(id, ['running'], { state: 'pending' });
-        await this.#fencedJob(id, { state: 'queued', locked_by: null, lease_expires_at: null, run_after: t, attempts: Math.max(0, row.attempts - 1) });
+        // Hand the job back: the next worker (or this one restarted) continues it at once. The
+        // attempt is given back too: stopping is not the job's fault.
+        await this.#fencedTasksWhere(lease, ['running'], { state: 'pending' });
+        await this.#fencedJob(lease, { state: 'queued', locked_by: null, lease_expires_at: null, run_after: now(), attempts: Math.max(0, lease.token - 1) });
         await this.#appendLog(id, null, `handed back by ${this.workerId}, which is stopping`);
         return;
       }
       if (reason?.why === 'wait') {
-        await this.#fencedTasksWhere(id, ['running'], { state: 'waiting' });
-        await this.#appendLog(id, null, `waiting for an operator: ${reason.message} (resume with: rebound job resume ${id})`, 'warn');
-        await this.#fencedJob(id, { state: 'waiting', locked_by: null, lease_expires_at: null });
+        await this.#fencedTasksWhere(lease, ['running'], { state: 'waiting' });
+        await this.#leaseLog(lease, null, `waiting for an operator: ${reason.message} (resume with: rebound job resume ${id})`, 'warn');
+        await this.#fencedJob(lease, { state: 'waiting', locked_by: null, lease_expires_at: null });
         return;
       }
       if (reason?.why === 'cancel') {
+        await this.#hook('onCancel', row, lease, def, running, tasks);
         const t = now();
-        await this.#fencedTasksWhere(id, ['running', 'pending'], { state: 'cancelled', finished_at: t });
-        await this.#appendLog(id, null, 'cancelled', 'warn');
-        await this.#finish(id, 'cancelled');
+        await this.#fencedTasksWhere(lease, ['running', 'pending', 'waiting'], { state: 'cancelled', finished_at: t });
+        await this.#leaseLog(lease, null, 'cancelled', 'warn');
+        await this.#finish(lease, 'cancelled');
         return;
       }
       const e = toReboundError(err);
       const errorView: ErrorView = { code: e.code, message: e.message, ...(e.hint ? { hint: e.hint } : {}) };
-      const policy = retryPolicy(def.retry);
-      const current = await this.#store.db.selectFrom('jobs').select(['attempts']).where('id', '=', id).executeTakeFirst();
-      const attempts = current?.attempts ?? row.attempts;
+      const policy = { ...retryPolicy(def.retry), maxAttempts: row.max_attempts };
+      const attempts = lease.token;
       if (shouldRetry(policy, attempts, e.code, e.retryable)) {
         const delay = backoffMs(policy, attempts);
-        await this.#fencedTasksWhere(id, ['running'], { state: 'pending', error: JSON.stringify(errorView) });
-        await this.#appendLog(id, null, `attempt ${attempts} failed: ${e.message}; retrying in ${Math.round(delay / 100) / 10} s`, 'warn');
-        await this.#fencedJob(id, { state: 'queued', run_after: now() + delay, locked_by: null, lease_expires_at: null });
+        await this.#fencedTasksWhere(lease, ['running'], { state: 'pending', error: JSON.stringify(errorView) });
+        await this.#leaseLog(lease, null, `attempt ${attempts} failed: ${e.message}; retrying in ${Math.round(delay / 100) / 10} s`, 'warn');
+        await this.#fencedJob(lease, { state: 'queued', run_after: now() + delay, locked_by: null, lease_expires_at: null });
         return;
       }
       if (e.kind === 'internal') this.#log?.error({ err, job: id }, 'job failed');
-      await this.#fencedTasksWhere(id, ['running'], { state: 'failed', error: JSON.stringify(errorView), finished_at: now() });
-      await this.#appendLog(id, null, `failed: ${e.message}${e.hint ? ` (${e.hint})` : ''}`, 'error');
-      await this.#fencedJob(id, { error: JSON.stringify(errorView) });
-      await this.#finish(id, 'failed');
+      await this.#hook('onFail', row, lease, def, running, tasks, errorView);
+      await this.#fencedTasksWhere(lease, ['running'], { state: 'failed', error: JSON.stringify(errorView), finished_at: now() });
+      await this.#leaseLog(lease, null, `failed: ${e.message}${e.hint ? ` (${e.hint})` : ''}`, 'error');
+      await this.#fencedJob(lease, { error: JSON.stringify(errorView) });
+      await this.#finish(lease, 'failed');
     } catch (inner) {
-      if (inner instanceof Interrupt && inner.why === 'lease-lost') return;
+      if (inner instanceof Interrupt && (inner.why === 'lease-lost' || inner.why === 'shutdown')) return;
       this.#log?.error({ err: inner, job: id }, 'could not record the job outcome; the lease will expire and the job will be retried');
     }
   }
 
-  async #heartbeat(id: string, ac: AbortController): Promise<void> {
-    if (ac.signal.aborted) return;
+  async #heartbeat(lease: Lease, running: Running): Promise<void> {
+    if (running.hookAc.signal.aborted) return;
     try {
-      const r = await this.#store.db
-        .updateTable('jobs')
-        .set({ lease_expires_at: now() + this.#leaseMs })
-        .where('id', '=', id)
-        .where('locked_by', '=', this.workerId)
+      const r = await this.#fence(
+        this.#store.db.updateTable('jobs').set({ lease_expires_at: now() + this.#leaseMs }).where('id', '=', lease.id),
+        lease,
+      )
         .returning(['cancel_requested'])
         .executeTakeFirst();
-      if (!r) ac.abort(new Interrupt('lease-lost', 'lease lost'));
-      else if (Number(r.cancel_requested) === 1) ac.abort(new Interrupt('cancel', 'cancel requested'));
+      if (!r) {
+        const why = new Interrupt('lease-lost', 'lease lost');
+        running.ac.abort(why);
+        running.hookAc.abort(why);
+      } else if (Number(r.cancel_requested) === 1) running.ac.abort(new Interrupt('cancel', 'cancel requested'));
     } catch (err) {
-      this.#log?.warn({ err, job: id }, 'heartbeat failed');
+      this.#log?.warn({ err, job: lease.id }, 'heartbeat failed');
     }
   }
 
-  async #finish(id: string, state: 'succeeded' | 'failed' | 'cancelled', result?: unknown): Promise<void> {
-    const t = now();
-    await this.#fencedJob(id, {
+  async #finish(lease: Lease, state: 'succeeded' | 'failed' | 'cancelled', result?: unknown): Promise<void> {
+    await this.#fencedJob(lease, {
       state,
       ...(result !== undefined ? { result: JSON.stringify(result) } : {}),
-      finished_at: t,
+      finished_at: now(),
       locked_by: null,
       lease_expires_at: null,
       ...(state === 'succeeded' ? { progress: 100 } : {}),
     });
   }
 
-  async #fencedJob(id: string, set: Partial<Row<'jobs'>>): Promise<void> {
-    const r = await this.#store.db
-      .updateTable('jobs')
-      .set({ ...set, updated_at: now() })
-      .where('id', '=', id)
-      .where('locked_by', '=', this.workerId)
-      .executeTakeFirst();
+  /** Restricts a jobs update to the row this claim still holds. */
+  #fence<O>(q: UpdateQueryBuilder<Database, 'jobs', 'jobs', O>, lease: Lease): UpdateQueryBuilder<Database, 'jobs', 'jobs', O> {
+    return q.where('locked_by', '=', this.workerId).where('attempts', '=', lease.token);
+  }
+
+  async #fencedJob(lease: Lease, set: Partial<Row<'jobs'>>): Promise<void> {
+    const r = await this.#fence(this.#store.db.updateTable('jobs').set({ ...set, updated_at: now() }).where('id', '=', lease.id), lease).executeTakeFirst();
     if (Number(r.numUpdatedRows) === 0) throw new Interrupt('lease-lost', 'lease lost');
   }
 
-  async #fencedTask(id: string, seq: number, set: Partial<Row<'tasks'>>): Promise<void> {
-    await this.#fencedTasksWhere(id, undefined, set, seq);
+  async #fencedTask(lease: Lease, seq: number, set: Partial<Row<'tasks'>>): Promise<void> {
+    await this.#fencedTasksWhere(lease, undefined, set, seq);
   }
 
-  async #fencedTasksWhere(id: string, states: string[] | undefined, set: Partial<Row<'tasks'>>, seq?: number): Promise<void> {
+  async #fencedTasksWhere(lease: Lease, states: string[] | undefined, set: Partial<Row<'tasks'>>, seq?: number): Promise<void> {
     let q = this.#store.db
       .updateTable('tasks')
       .set(set)
-      .where('job_id', '=', id)
-      .where((eb) => eb.exists(eb.selectFrom('jobs').select('jobs.id').where('jobs.id', '=', id).where('jobs.locked_by', '=', this.workerId)));
+      .where('job_id', '=', lease.id)
+      .where((eb) =>
+        eb.exists(
+          eb
+            .selectFrom('jobs')
+            .select('jobs.id')
+            .where('jobs.id', '=', lease.id)
+            .where('jobs.locked_by', '=', this.workerId)
+            .where('jobs.attempts', '=', lease.token),
+        ),
+      );
     if (states) q = q.where('state', 'in', states);
     if (seq !== undefined) q = q.where('seq', '=', seq);
     const r = await q.executeTakeFirst();
     if (seq !== undefined && Number(r.numUpdatedRows) === 0) throw new Interrupt('lease-lost', 'lease lost');
   }
 
-  async #updateJobProgress(id: string): Promise<void> {
-    const tasks = await this.#store.db.selectFrom('tasks').select(['state', 'progress']).where('job_id', '=', id).execute();
-    await this.#fencedJob(id, { progress: jobProgress(tasks.map((t) => ({ state: t.state, progress: Number(t.progress) }))) });
-    this.#emitById(id);
+  /** A log line written under the lease: a worker that lost it cannot add to the job's log. */
+  async #leaseLog(lease: Lease, task: number | null, message: string, level: LogLine['level'] = 'info'): Promise<void> {
+    const db = this.#store.db;
+    const ms = this.#store.dialect === 'postgres' ? 'bigint' : 'integer';
+    const r = await db
+      .insertInto('job_log')
+      .columns(['job_id', 'task_seq', 'at', 'level', 'message'])
+      .expression(
+        db
+          .selectFrom('jobs')
+          .select((eb) => [
+            'jobs.id as job_id',
+            eb.cast<number | null>(eb.val(task), 'integer').as('task_seq'),
+            eb.cast<number>(eb.val(now()), ms).as('at'),
+            eb.cast<string>(eb.val(level), 'text').as('level'),
+            eb.cast<string>(eb.val(message), 'text').as('message'),
+          ])
+          .where('jobs.id', '=', lease.id)
+          .where('jobs.locked_by', '=', this.workerId)
+          .where('jobs.attempts', '=', lease.token),
+      )
+      .executeTakeFirst();
+    if (Number(r.numInsertedOrUpdatedRows ?? 0) === 0) throw new Interrupt('lease-lost', 'lease lost');
+    this.#log?.[level === 'error' ? 'error' : level === 'warn' ? 'warn' : 'info']({ job: lease.id, task }, message);
   }
 
   async #appendLog(id: string, task: number | null, message: string, level: LogLine['level'] = 'info'): Promise<void> {

@@ -83,6 +83,19 @@ export interface TaskContext<P = unknown> {
   results: ReadonlyMap<number, unknown>;
 }
 
+/** What a compensation hook (onCancel, onFail) gets: the job as it stands, under its lease. */
+export interface HookContext<P = unknown> {
+  job: JobView;
+  params: P;
+  /** The task that was running (or next to run) when the job was cancelled or failed. */
+  task: TaskView | undefined;
+  /** Fires on shutdown of this worker or loss of the lease (the hook runs again elsewhere). */
+  signal: AbortSignal;
+  log(message: string, level?: LogLine['level']): Promise<void>;
+  /** onFail: the error the job fails with. */
+  error?: ErrorView;
+}
+
 export interface JobDefinition<P = unknown> {
   kind: string;
   /** The job's tasks, in order; fixed at enqueue. */
@@ -94,6 +107,14 @@ export interface JobDefinition<P = unknown> {
   /** Sentence used when a cancel is refused. */
   notCancellableReason?: string;
   retry?: Partial<RetryPolicy>;
+  /** Whether `resume` may retry a failed job of this kind (default: yes). */
+  resumable?: boolean;
+  /**
+   * Compensation, run under the lease before the job ends cancelled / failed. Must be idempotent:
+   * after a crash it runs again on the worker that takes over. A throw is logged, not fatal.
+   */
+  onCancel?(ctx: HookContext<P>): Promise<void>;
+  onFail?(ctx: HookContext<P>): Promise<void>;
   /** Validates params at enqueue (throw a ReboundError 'invalid'). */
   validate?(params: unknown): P;
 }

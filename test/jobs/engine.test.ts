@@ -283,7 +283,6 @@ for (const dialect of dialects) {
         const survivor = dialect === 'sqlite' ? 'w3' : holder === 'w1' ? 'w2' : 'w1';
         assert.ok(done.log.some((l) => l.message.includes(`picked up by ${survivor}`)), 'the survivor took over');
         assert.ok(done.attempts >= 2, 'the job was picked up again');
-        assert.ok(done.log.some((l) => /picked up by w[23]/.test(l.message)));
       } finally {
         for (const c of children) c.kill('SIGKILL');
         rmSync(dir, { recursive: true, force: true });

@@ -1,0 +1,197 @@
+// Leases, heartbeats and fencing on real SQLite and PostgreSQL: a task that outlives its lease
+// keeps it by heartbeat; a claim superseded even by the same worker id (its token changed) can
+// write nothing more; a worker process frozen with SIGSTOP is taken over by another and, thawed,
+// changes nothing; a cancel made by another engine reaches the running task at its heartbeat.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, it } from 'node:test';
+import { JobEngine } from '../../src/jobs/engine.ts';
+import type { JobView } from '../../src/jobs/types.ts';
+import { dialects, freshStore } from '../support/db.ts';
+
+const workerScript = path.join(import.meta.dirname, '..', 'support', 'job-worker.ts');
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+const waitState = (engine: JobEngine, id: string, states: string[]): Promise<JobView> =>
+  until(`job ${id} in ${states.join('/')}`, async () => {
+    const j = await engine.get(id);
+    return j && states.includes(j.state) ? j : undefined;
+  });
+
+for (const dialect of dialects) {
+  describe(`job leases on ${dialect}`, () => {
+    it('heartbeats keep a task that runs longer than its lease; the other engine never takes it', async () => {
+      const ts = await freshStore(dialect);
+      const second = await ts.reopen();
+      const runs: string[] = [];
+      const engines = [
+        new JobEngine({ store: ts.store, workerId: 'a', leaseMs: 300, pollMs: 20 }),
+        new JobEngine({ store: second, workerId: 'b', leaseMs: 300, pollMs: 20 }),
+      ];
+      for (const e of engines) {
+        e.register({
+          kind: 'slow',
+          describe: () => [{ name: 'slow' }],
+          runTask: async (ctx) => {
+            runs.push(e.workerId);
+            await sleep(1200, undefined, { signal: ctx.signal }); // four leases long
+            return e.workerId;
+          },
+        });
+      }
+      try {
+        const [a, b] = engines as [JobEngine, JobEngine];
+        const job = await a.enqueue({ kind: 'slow', params: {}, createdBy: 'test' });
+        a.start();
+        await until('a runs it', async () => runs.length > 0);
+        b.start();
+        const done = await waitState(a, job.id, ['succeeded', 'failed']);
+        assert.equal(done.state, 'succeeded');
+        assert.deepEqual(runs, ['a']);
+        assert.equal(done.result, 'a');
+        assert.equal(done.attempts, 1);
+      } finally {
+        for (const e of engines) await e.stop();
+        await second.close();
+        await ts.cleanup();
+      }
+    });
+
+    it('a superseded claim is fenced off even under the same worker id', async () => {
+      const ts = await freshStore(dialect);
+      const engine = new JobEngine({ store: ts.store, workerId: 'same', leaseMs: 60_000, pollMs: 20 });
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      const outcomes: string[] = [];
+      engine.register({
+        kind: 'gated',
+        describe: () => [{ name: 'one' }, { name: 'two' }],
+        runTask: async (ctx) => {
+          if (ctx.task.seq === 1) return 'second task';
+          await ctx.saveCheckpoint({ step: 1 });
+          await gate;
+          for (const [what, write] of [
+            ['checkpoint', () => ctx.saveCheckpoint({ step: 2 })],
+            ['progress', () => ctx.progress(100)],
+            ['log', () => ctx.log('stale line')],
+          ] as const) {
+            outcomes.push(await write().then(() => `${what} written`, (e: Error) => `${what} refused: ${e.message}`));
+          }
+          return 'stale result';
+        },
+      });
+      try {
+        engine.start();
+        const job = await engine.enqueue({ kind: 'gated', params: {}, createdBy: 'test' });
+        await until('checkpoint 1', async () => (await ts.store.db.selectFrom('tasks').select('checkpoint').where('job_id', '=', job.id).where('seq', '=', 0).executeTakeFirst())?.checkpoint === '{"step":1}');
+        // What a re-claim by this same worker id looks like to the database: the token moved on.
+        await ts.store.db.updateTable('jobs').set((eb) => ({ attempts: eb('attempts', '+', 1) })).where('id', '=', job.id).execute();
+        const before = await engine.get(job.id);
+        release();
+        await until('the stale run gave up', async () => outcomes.length === 3);
+        await sleep(100);
+        assert.deepEqual(outcomes, ['checkpoint refused: lease lost', 'progress refused: lease lost', 'log refused: lease lost']);
+        const after = await engine.get(job.id);
+        assert.deepEqual(after, before, 'nothing of the stale run reached the job');
+        assert.equal(after?.state, 'running');
+        assert.deepEqual(after?.tasks.map((t) => t.state), ['running', 'pending']);
+      } finally {
+        await engine.stop();
+        await ts.cleanup();
+      }
+    });
+
+    it('a frozen worker (SIGSTOP) is taken over by another process and, thawed, writes nothing', async () => {
+      const ts = await freshStore(dialect);
+      const dir = mkdtempSync(path.join(tmpdir(), 'rebound-stop-'));
+      const file = path.join(dir, 'effects');
+      const children: ChildProcess[] = [];
+      const startWorker = async (workerId: string): Promise<ChildProcess> => {
+        const child = spawn(process.execPath, [workerScript, JSON.stringify({ ...ts.location, workerId, leaseMs: 600 })], { stdio: ['ignore', 'pipe', 'inherit'] });
+        children.push(child);
+        await new Promise<void>((resolve, reject) => {
+          child.stdout?.once('data', () => resolve());
+          child.once('exit', (code) => reject(new Error(`worker ${workerId} exited ${code}`)));
+        });
+        return child;
+      };
+      const reader = new JobEngine({ store: ts.store });
+      reader.register({ kind: 'test.append', describe: (p: { tasks: number }) => Array.from({ length: p.tasks }, (_, i) => ({ name: `append ${i}` })), runTask: () => Promise.resolve() });
+      try {
+        const job = await reader.enqueue({ kind: 'test.append', params: { file, tasks: 3, sleepMs: 800 }, createdBy: 'test' });
+        const frozen = await startWorker('w1');
+        // Frozen inside task 1: task 0 is recorded done and task 1 has not written its line yet.
+        await until('task 0 done', async () => (await reader.get(job.id))?.tasks[0]?.state === 'succeeded');
+        assert.equal(readFileSync(file, 'utf8'), '0\n');
+        frozen.kill('SIGSTOP');
+        await startWorker('w2');
+        const done = await waitState(reader, job.id, ['succeeded', 'failed']);
+        assert.equal(done.state, 'succeeded');
+        assert.deepEqual(done.tasks.map((t) => (t.result as { by?: string }).by), ['w1', 'w2', 'w2']);
+        frozen.kill('SIGCONT');
+        await sleep(1500); // its sleep ends, its heartbeat fires: every write it tries is fenced
+        const later = await reader.get(job.id);
+        assert.deepEqual(later, done, 'the thawed worker changed nothing in the vault');
+      } finally {
+        for (const c of children) {
+          c.kill('SIGCONT');
+          c.kill('SIGKILL');
+        }
+        rmSync(dir, { recursive: true, force: true });
+        await ts.cleanup();
+      }
+    });
+
+    it('a cancel made through another engine reaches the running task at its next heartbeat', async () => {
+      const ts = await freshStore(dialect);
+      const second = await ts.reopen();
+      const runner = new JobEngine({ store: ts.store, workerId: 'runner', leaseMs: 300, pollMs: 20 });
+      const api = new JobEngine({ store: second, workerId: 'api' });
+      let aborted = false;
+      const def = {
+        kind: 'long',
+        describe: () => [{ name: 'wait' }],
+        runTask: async (ctx: { signal: AbortSignal }) => {
+          try {
+            await sleep(30_000, undefined, { signal: ctx.signal });
+          } finally {
+            aborted = ctx.signal.aborted;
+          }
+        },
+      };
+      runner.register(def);
+      api.register(def);
+      try {
+        runner.start();
+        const job = await api.enqueue({ kind: 'long', params: {}, createdBy: 'test' });
+        await waitState(api, job.id, ['running']);
+        const t0 = Date.now();
+        const requested = await api.cancel(job.id, 'ops');
+        assert.equal(requested.state, 'running');
+        assert.equal(requested.cancelRequested, true);
+        const done = await waitState(api, job.id, ['cancelled', 'failed', 'succeeded']);
+        assert.equal(done.state, 'cancelled');
+        assert.ok(aborted, 'the task saw its signal fire');
+        assert.ok(Date.now() - t0 < 2000, 'within a few heartbeats');
+      } finally {
+        await runner.stop();
+        await second.close();
+        await ts.cleanup();
+      }
+    });
+  });
+}
