@@ -121,6 +121,20 @@ test('an unconsumed point hands its changes on to the next point', { timeout: 12
   await assert.rejects(p.releasePoint(b, { consumed: true }), (e: ReboundError) => e.code === 'point-not-open');
 });
 
+test('a point left open by a Rebound process that went away is folded back, not lost, by the next point', { timeout: 120_000 }, async () => {
+  const other = new QemuProvider({ root: p.root }); // stands for a process that took a point and died
+  const stale = await other.takePoint('rec');
+  const staleDirty = dirtyBlocks(stale.disks[0]!);
+  assert.ok(staleDirty.length > 0);
+  await sleep(300);
+  const next = await p.takePoint('rec');
+  const dirty = new Set(dirtyBlocks(next.disks[0]!));
+  assert.equal(next.id, stale.id, 'the stale point\'s generation is reused after folding back');
+  await p.releasePoint(next, { consumed: true });
+  for (const blk of staleDirty) assert.ok(dirty.has(blk), `block ${blk} of the abandoned point is missing`);
+  assert.deepEqual(await p.trackingStatus('rec'), { state: 'active', problems: [] });
+});
+
 test('a point of the fs workload\'s ext4 disk passes e2fsck after journal replay with every durable file', { timeout: 180_000 }, async () => {
   await p.startTracking('fs');
   await sleep(1000);
