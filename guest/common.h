@@ -80,9 +80,4 @@ static const char *opt(int argc, char **argv, const char *name, const char *dflt
   return dflt;
 }
 
-static inline void console_line(const char *fmt, unsigned long long a, unsigned long long b) {
-  printf(fmt, a, b);
-  fflush(stdout);
-}
-
 #endif

@@ -3,7 +3,8 @@
  * with O_DIRECT + fdatasync, at a set rate, and prints each durable sequence number to the
  * console. A record the console called durable must be on any replica taken after that line.
  * On start it scans the disk and continues after the highest contiguous valid record, so a
- * failed-over copy of the VM keeps extending the same sequence.
+ * failed-over copy of the VM keeps extending the same sequence. Console lines name the disk, as
+ * init runs one writer per data disk when given several.
  * Arguments (name=value): disk=/dev/vda rate=200 every=1 count=0 writer=0 resume=1 */
 #define _GNU_SOURCE
 #include "common.h"
@@ -92,7 +93,7 @@ int main(int argc, char **argv) {
     memset(r + RECORD_SIZE - 8, 0, 4);
     put32(r + RECORD_SIZE - 4, crc32c(r, RECORD_SIZE - 4));
     if (pwrite(fd, r, RECORD_SIZE, (off_t)off) != (ssize_t)RECORD_SIZE || fdatasync(fd) != 0) {
-      printf("REBOUND error write seq=%llu: %s\n", (unsigned long long)next, strerror(errno));
+      printf("REBOUND error write seq=%llu disk=%s: %s\n", (unsigned long long)next, disk, strerror(errno));
       fflush(stdout);
       return 1;
     }
@@ -100,13 +101,14 @@ int main(int argc, char **argv) {
     written++;
     uint64_t now = now_ns(CLOCK_MONOTONIC);
     if (seq % every == 0 || now - last_print >= 1000000000ull) {
-      console_line("REBOUND seq=%llu durable\n", (unsigned long long)seq, 0);
+      printf("REBOUND seq=%llu durable disk=%s\n", (unsigned long long)seq, disk);
+      fflush(stdout);
       last_print = now;
       printed = seq;
     }
   }
-  if (printed != seq) console_line("REBOUND seq=%llu durable\n", (unsigned long long)seq, 0);
-  printf("REBOUND done workload=records seq=%llu\n", (unsigned long long)seq);
+  if (printed != seq) printf("REBOUND seq=%llu durable disk=%s\n", (unsigned long long)seq, disk);
+  printf("REBOUND done workload=records seq=%llu disk=%s\n", (unsigned long long)seq, disk);
   fflush(stdout);
   return 0;
 }

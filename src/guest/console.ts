@@ -17,18 +17,21 @@ export interface GuestConsoleState {
   /** Record writer: its writer id and where it resumed. */
   writer?: string;
   resumeSeq?: number;
-  /** Highest `REBOUND seq=N durable` (0 when none). */
+  /** Highest `REBOUND seq=N durable` (0 when none); with several data disks, the lowest of
+   * their highest, i.e. every disk has at least this many durable records. */
   lastDurableSeq: number;
+  /** Record writer, per data disk (lines name it; one writer runs per disk). */
+  disks: Map<string, { writer?: string; resumeSeq?: number; durableSeq: number; done: boolean }>;
   /** fs writer: file index → highest durable generation. */
   durableFiles: Map<number, number>;
-  /** The workload finished (`REBOUND done`). */
+  /** The workload finished (`REBOUND done`; with several disks, on all of them). */
   done: boolean;
   poweroff: boolean;
   /** `REBOUND error …` lines, without the prefix. */
   errors: string[];
 }
 
-const emptyState = (): GuestConsoleState => ({ booted: false, ready: false, lastDurableSeq: 0, durableFiles: new Map(), done: false, poweroff: false, errors: [] });
+const emptyState = (): GuestConsoleState => ({ booted: false, ready: false, lastDurableSeq: 0, disks: new Map(), durableFiles: new Map(), done: false, poweroff: false, errors: [] });
 
 /** Feeds console output in any chunks; only complete lines count. */
 export class ConsoleParser {
@@ -49,8 +52,11 @@ export class ConsoleParser {
     const text = line.slice(at + 8);
     const s = this.state;
     let m: RegExpExecArray | null;
-    if ((m = /^seq=(\d+) durable/.exec(text))) {
-      s.lastDurableSeq = Math.max(s.lastDurableSeq, Number(m[1]));
+    const records = /^(seq=\d+ durable|ready workload=records|done workload=records)/.test(text);
+    const disk = records ? this.#disk(/ disk=(\S+)/.exec(text)?.[1]) : undefined;
+    if ((m = /^seq=(\d+) durable/.exec(text)) && disk) {
+      disk.durableSeq = Math.max(disk.durableSeq, Number(m[1]));
+      s.lastDurableSeq = Math.min(...[...s.disks.values()].map((d) => d.durableSeq));
     } else if ((m = /^file=(\d+) gen=(\d+) durable/.exec(text))) {
       const index = Number(m[1]);
       s.durableFiles.set(index, Math.max(s.durableFiles.get(index) ?? 0, Number(m[2])));
@@ -64,15 +70,25 @@ export class ConsoleParser {
       const resume = /resume_seq=(\d+)/.exec(text)?.[1];
       if (writer !== undefined) s.writer = writer;
       if (resume !== undefined) s.resumeSeq = Number(resume);
+      if (disk && writer !== undefined) disk.writer = writer;
+      if (disk && resume !== undefined) disk.resumeSeq = Number(resume);
     } else if ((m = /^net eth0 (\S*)/.exec(text))) {
       s.address = m[1];
     } else if (text.startsWith('done')) {
-      s.done = true;
+      if (disk) disk.done = true;
+      s.done = [...s.disks.values()].every((d) => d.done);
     } else if (text.startsWith('poweroff')) {
       s.poweroff = true;
     } else if (text.startsWith('error')) {
       s.errors.push(text);
     }
+  }
+
+  /** The disk a record writer's line names; without one (older kits) it is /dev/vda. */
+  #disk(name = '/dev/vda'): { writer?: string; resumeSeq?: number; durableSeq: number; done: boolean } {
+    let d = this.state.disks.get(name);
+    if (!d) this.state.disks.set(name, (d = { durableSeq: 0, done: false }));
+    return d;
   }
 }
 

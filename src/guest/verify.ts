@@ -119,6 +119,13 @@ async function scanImageNbd(image: string, format: string, forceShare: boolean, 
   const served = await serveImage(image, { format, readOnly: true, forceShare });
   try {
     await scanNbd({ address: served.address, exportName: '' }, sink);
+  } catch (err) {
+    const why = await served.failure();
+    if (why === undefined) throw err;
+    throw new ReboundError('unavailable', 'nbd-server-failed', `qemu-nbd could not serve ${image}: ${why}.`, {
+      hint: /lock/i.test(why) ? 'Another process (a running VM?) holds the image; verify a stopped copy or a recovery point, or pass forceShare.' : 'Check that the image and its backing files exist and are readable.',
+      cause: err,
+    });
   } finally {
     await served.close();
   }

@@ -13,6 +13,12 @@ export interface ServedImage {
   address: { path: string };
   process: ChildProcess;
   close(): Promise<void>;
+  /**
+   * After a failed connect: qemu-nbd can open its socket before it finds it cannot open the
+   * image (a lock held elsewhere). Waits up to waitMs for it to exit and returns the error it
+   * printed, or undefined while it still runs.
+   */
+  failure(waitMs?: number): Promise<string | undefined>;
 }
 
 export interface ServeOptions {
@@ -84,5 +90,9 @@ export async function serveImage(image: string, opts: ServeOptions = {}): Promis
     }
     await new Promise((r) => setTimeout(r, 20));
   }
-  return { address: { path: socket }, process: child, close };
+  const failure = async (waitMs = 500): Promise<string | undefined> => {
+    await Promise.race([exitedP, new Promise((r) => setTimeout(r, waitMs))]);
+    return exited ? stderr.trim() || 'qemu-nbd exited' : undefined;
+  };
+  return { address: { path: socket }, process: child, close, failure };
 }

@@ -31,6 +31,23 @@ test('a transcript yields boot, network, ready, durable progress, errors and the
   assert.deepEqual(s.errors, ['error write seq=403: No space left on device']);
   assert.equal(s.done, true);
   assert.equal(s.poweroff, true);
+  assert.deepEqual([...s.disks], [['/dev/vda', { writer: '42', resumeSeq: 400, durableSeq: 402, done: true }]]);
+});
+
+test('with one writer per disk, lastDurableSeq is what every disk has, and done waits for all', () => {
+  const p = new ConsoleParser();
+  p.feed('REBOUND boot kernel=k workload=records uptime=1\n');
+  p.feed('REBOUND ready workload=records disk=/dev/vdb size=1 writer=1 resume_seq=0 rate=0\n');
+  p.feed('REBOUND ready workload=records disk=/dev/vdc size=1 writer=2 resume_seq=5 rate=0\n');
+  p.feed('REBOUND seq=10 durable disk=/dev/vdb\nREBOUND seq=7 durable disk=/dev/vdc\nREBOUND seq=12 durable disk=/dev/vdb\n');
+  assert.equal(p.state.lastDurableSeq, 7);
+  assert.deepEqual([...p.state.disks.keys()], ['/dev/vdb', '/dev/vdc']);
+  p.feed('REBOUND done workload=records seq=12 disk=/dev/vdb\n');
+  assert.equal(p.state.done, false);
+  p.feed('REBOUND seq=20 durable disk=/dev/vdc\nREBOUND done workload=records seq=20 disk=/dev/vdc\n');
+  assert.equal(p.state.done, true);
+  assert.equal(p.state.lastDurableSeq, 12);
+  assert.equal(p.state.disks.get('/dev/vdc')?.resumeSeq, 5);
 });
 
 test('chunks split anywhere give the same state, and a partial line is not counted', () => {

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { ensureGuestKit, guestCmdline, makeDataDisk } from '../../src/guest/kit.ts';
 import type { GuestKit } from '../../src/guest/kit.ts';
 import { verifyDisk, verifyFs } from '../../src/guest/verify.ts';
-import { waitForConsole } from '../../src/guest/console.ts';
+import { parseConsole, waitForConsole } from '../../src/guest/console.ts';
 import type { GuestConsoleState } from '../../src/guest/console.ts';
 import { RECORD_SIZE } from '../../src/guest/records.ts';
 
@@ -28,11 +28,11 @@ after(async () => {
 });
 
 /** Boots the guest until it powers off; returns its console output. Killed on timeout. */
-async function boot(disk: string, format: string, params: Record<string, string | number>, timeoutMs = 60_000, nic = 'none'): Promise<string> {
+async function boot(disk: string | string[], format: string, params: Record<string, string | number>, timeoutMs = 60_000, nic = 'none'): Promise<string> {
   const qemu = spawn('qemu-system-x86_64', [
     '-accel', 'tcg', '-m', '256', '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot', '-nic', nic,
     '-kernel', kit.kernel, '-initrd', kit.initrd, '-append', guestCmdline({ ...params, after: 'poweroff' }),
-    '-drive', `file=${disk},format=${format},if=virtio,cache=none`,
+    ...[disk].flat().flatMap((d) => ['-drive', `file=${d},format=${format},if=virtio,cache=none`]),
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   qemu.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -138,6 +138,19 @@ test('with a virtio NIC the guest takes its address by DHCP or from rebound.ip',
   const fixed = await boot(disk, 'qcow2', { workload: 'none', ip: '10.0.2.77/24', gw: '10.0.2.2' }, 60_000, 'user,model=virtio-net-pci,restrict=on');
   assert.match(fixed, /REBOUND net eth0 10\.0\.2\.77\/24/);
   assert.doesNotMatch(dhcp + fixed, /REBOUND error/);
+});
+
+test('with two data disks, one writer runs on each and both verify', async () => {
+  const disks = [join(dir, 'multi-a.qcow2'), join(dir, 'multi-b.qcow2')];
+  for (const d of disks) await makeDataDisk(d, { sizeMiB: 8, format: 'qcow2' });
+  const out = await boot(disks, 'qcow2', { workload: 'records', disk: '/dev/vda,/dev/vdb', rate: 0, count: 150, every: 50 });
+  const seen = parseConsole(out);
+  assert.deepEqual([...seen.disks.keys()].sort(), ['/dev/vda', '/dev/vdb']);
+  assert.equal(seen.done, true);
+  assert.equal(seen.lastDurableSeq, 150);
+  const reports = await Promise.all(disks.map((d) => verifyDisk(d, { expectSeq: 150 })));
+  for (const r of reports) assert.equal(r.ok, true, JSON.stringify(r));
+  assert.notEqual(seen.disks.get('/dev/vda')?.writer, seen.disks.get('/dev/vdb')?.writer);
 });
 
 test('a torn last record is tolerated, a hole before later records is not', async () => {
