@@ -109,7 +109,13 @@ test('the dirty bitmap names exactly the blocks a digest comparison finds change
 });
 
 test('an unconsumed point hands its changes on to the next point', { timeout: 120_000 }, async () => {
-  const a = await p.takePoint('rec');
+  const [a, refused] = await Promise.allSettled([p.takePoint('rec'), p.takePoint('rec')]).then((r) => {
+    const ok = r.find((x) => x.status === 'fulfilled');
+    const no = r.find((x) => x.status === 'rejected');
+    assert.ok(ok && no, 'exactly one of two concurrent takePoint calls opens a point');
+    return [ok.value, no.reason as ReboundError] as const;
+  });
+  assert.equal(refused.code, 'point-open');
   const dirtyA = dirtyBlocks(a.disks[0]!);
   assert.ok(dirtyA.length > 0);
   await p.releasePoint(a, { consumed: false });

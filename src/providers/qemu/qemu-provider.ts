@@ -204,9 +204,13 @@ export class QemuProvider implements MachineProvider {
   }
 
   async takePoint(name: string, signal?: AbortSignal): Promise<Point> {
-    if (this.#points.has(name)) throw conflict('point-open', `VM "${name}" already has an open point; release it before taking the next.`);
-    const open = await this.#trackingOp(name, (q, def, paths) => tracking.takePoint(q, def, paths, signal));
-    this.#points.set(name, open);
+    const open = await this.#trackingOp(name, async (q, def, paths) => {
+      // Checked under the VM's lock so two concurrent calls cannot both open a point.
+      if (this.#points.has(name)) throw conflict('point-open', `VM "${name}" already has an open point; release it before taking the next.`);
+      const opened = await tracking.takePoint(q, def, paths, signal);
+      this.#points.set(name, opened);
+      return opened;
+    });
     const nbd = this.paths(name).nbd;
     return {
       id: open.id,
