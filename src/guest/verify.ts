@@ -48,6 +48,9 @@ export interface VerifyReport {
   /** Records 1..highestContiguousSeq are all present, valid and in place. */
   highestContiguousSeq: number;
   writers: number;
+  /** When the guest wrote record highestContiguousSeq (its clock, ISO 8601): the newest data
+   * this disk or recovery point holds, so `now - this` is the data a failover to it would lose. */
+  lastRecordTime?: string;
   corrupt: { offset: number; reason: string; seq?: number }[];
   outOfOrder: { offset: number; seq: number; expectedSeq: number; reason: string }[];
   /** Never-written (zero) slots inside the run, i.e. with valid records after them. */
@@ -184,6 +187,7 @@ export async function verifyDisk(image: string, opts: VerifyOptions = {}): Promi
   const writers = new Set<bigint>();
   let records = 0;
   let contiguous = 0; // records 1..contiguous in place
+  let lastTimeNs: bigint | undefined;
   // The first slot that broke the run, what it held, and whether anything valid came after it.
   let brk: { offset: number; kind: 'empty' | 'corrupt' | 'foreign' | 'misplaced'; reason: string } | undefined;
   let validAfterBreak = false;
@@ -200,7 +204,10 @@ export async function verifyDisk(image: string, opts: VerifyOptions = {}): Promi
       records++;
       writers.add(d.writer);
       if (d.seq === expectedSeq && d.offset === offset) {
-        if (!brk) contiguous = d.seq;
+        if (!brk) {
+          contiguous = d.seq;
+          lastTimeNs = d.timeNs;
+        }
         else validAfterBreak = true;
         return;
       }
@@ -265,6 +272,7 @@ export async function verifyDisk(image: string, opts: VerifyOptions = {}): Promi
     ok: counts.corrupt === 0 && counts.outOfOrder === 0 && counts.gaps === 0 && meetsExpectation,
     records,
     highestContiguousSeq: contiguous,
+    ...(lastTimeNs !== undefined ? { lastRecordTime: new Date(Number(lastTimeNs / 1_000_000n)).toISOString() } : {}),
     writers: writers.size,
     corrupt,
     outOfOrder,

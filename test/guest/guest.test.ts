@@ -198,6 +198,9 @@ test('pulling the plug mid-run loses no record the guest called durable', async 
   const report = await verifyDisk(disk, { expectSeq: durable });
   assert.equal(report.ok, true, JSON.stringify(report));
   assert.ok(report.highestContiguousSeq >= durable);
+  // The guest's clock comes from QEMU's RTC (host time): the newest record is from just now.
+  const age = Date.now() - Date.parse(report.lastRecordTime ?? '');
+  assert.ok(age >= -2000 && age < 60_000, `last record written ${age} ms ago`);
   // The writer kept going between the last line read and the kill; a little, not a lot.
   assert.ok(report.highestContiguousSeq < durable + 100, `${report.highestContiguousSeq} vs ${durable}`);
 });
