@@ -59,6 +59,13 @@ class Interrupt extends Error {
 type AnyDefinition = JobDefinition<any>;
 
 /**
+ * Claims beyond the retry budget that a job may take before it is failed: each claim after a
+ * crash or a lost lease counts one, so a job that kills its worker every time ends instead of
+ * killing workers forever.
+ */
+const crashAllowance = 3;
+
+/**
  * What this worker holds of a job: the claim's attempt number is the fencing token. A claim always
  * bumps `attempts`, so `locked_by = me AND attempts = token` stays true only for this claim: not
  * after another worker took over, nor after this same worker re-claimed the job whose lease it let
@@ -237,7 +244,7 @@ export class JobEngine {
     const direct = viaWorker
       ? await db
           .updateTable('jobs')
-          .set({ state: 'queued', run_after: t, updated_at: t, cancel_requested: 1 })
+          .set((eb) => ({ state: 'queued', run_after: t, updated_at: t, cancel_requested: 1, max_attempts: eb('max_attempts', '+', 1) }))
           .where('id', '=', id)
           .where('state', 'in', ['queued', 'waiting'])
           .executeTakeFirst()
@@ -270,7 +277,12 @@ export class JobEngine {
     const t = now();
     if (job.state === 'waiting') {
       const updated = await db.transaction().execute(async (tx) => {
-        const r = await tx.updateTable('jobs').set({ state: 'queued', run_after: t, updated_at: t }).where('id', '=', id).where('state', '=', 'waiting').executeTakeFirst();
+        const r = await tx
+          .updateTable('jobs')
+          .set((eb) => ({ state: 'queued', run_after: t, updated_at: t, max_attempts: eb('max_attempts', '+', 1) }))
+          .where('id', '=', id)
+          .where('state', '=', 'waiting')
+          .executeTakeFirst();
         if (Number(r.numUpdatedRows) === 0) return false;
         await tx.updateTable('tasks').set({ state: 'pending', resumed_at: t }).where('job_id', '=', id).where('state', '=', 'waiting').execute();
         return true;
@@ -427,7 +439,14 @@ export class JobEngine {
     const tasks: Row<'tasks'>[] = [];
     try {
       if (row.attempts > 1) await this.#leaseLog(lease, null, `picked up by ${this.workerId} (attempt ${row.attempts})`);
+      tasks.push(...(await this.#store.db.selectFrom('tasks').selectAll().where('job_id', '=', row.id).orderBy('seq').execute()));
       if (Number(row.cancel_requested) === 1) throw new Interrupt('cancel', 'cancel requested');
+      if (row.attempts > row.max_attempts + crashAllowance) {
+        throw new ReboundError('internal', 'job.worker-lost', `job ${row.id} was started ${row.attempts - 1} times and its worker stopped without a word each time (killed, out of memory, or the host went down)`, {
+          hint: 'look at the worker logs and the host (dmesg for the OOM killer); rebound job resume retries it',
+          retryable: false,
+        });
+      }
       const result = await this.#runTasks(row, lease, def, ac.signal, tasks);
       await this.#finish(lease, 'succeeded', result);
     } catch (err) {
@@ -439,9 +458,7 @@ export class JobEngine {
   }
 
   async #runTasks(row: Row<'jobs'>, lease: Lease, def: AnyDefinition, signal: AbortSignal, tasks: Row<'tasks'>[]): Promise<unknown> {
-    const db = this.#store.db;
     const id = row.id;
-    tasks.push(...(await db.selectFrom('tasks').selectAll().where('job_id', '=', id).orderBy('seq').execute()));
     const results = new Map<number, unknown>();
     const params = parseJson<unknown>(row.params, {});
     let lastResult: unknown = null;
