@@ -73,6 +73,9 @@ export interface PointDisk {
   changes: DiskChanges;
   /** Reads the disk as it was at the point's instant (not as it is now). */
   read(offset: number, length: number, signal?: AbortSignal): Promise<Buffer>;
+  /** Extents of the point's view that may hold data (holes and known-zero ranges left out), so
+   * a full copy skips them. Optional: without it, read everything. */
+  allocated?(signal?: AbortSignal): Promise<Extent[]>;
   /** Where the point's view of this disk can be read by other tools (e.g. nbdcopy), if anywhere. */
   uri?: string;
 }

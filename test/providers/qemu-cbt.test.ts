@@ -69,6 +69,15 @@ function dirtyBlocks(d: PointDisk): number[] {
   return out;
 }
 
+const ZEROS = Buffer.alloc(1 << 20);
+const isZero = (b: Buffer): boolean => {
+  for (let at = 0; at < b.length; at += ZEROS.length) {
+    const part = b.subarray(at, at + ZEROS.length);
+    if (!part.equals(ZEROS.subarray(0, part.length))) return false;
+  }
+  return true;
+};
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 test('the dirty bitmap names exactly the blocks a digest comparison finds changed, and a mid-write point verifies', { timeout: 180_000 }, async () => {
@@ -78,6 +87,16 @@ test('the dirty bitmap names exactly the blocks a digest comparison finds change
   assert.deepEqual(p0.disks.map((d) => d.changes.kind), ['all', 'all'], 'the first point has nothing to compare with');
   const before0 = await readAll(p0.disks[0]!);
   const before1 = await readAll(p0.disks[1]!);
+  // A full copy may skip what the point reports unallocated: it all reads as zeros.
+  const alloc = await p0.disks[0]!.allocated!();
+  const allocBytes = alloc.reduce((s, e) => s + e.length, 0);
+  assert.ok(allocBytes > 0 && allocBytes < before0.length / 2, `allocated ${allocBytes} of ${before0.length}`);
+  let at = 0;
+  for (const e of [...alloc, { offset: before0.length, length: 0 }]) {
+    assert.ok(isZero(before0.subarray(at, e.offset)), `data outside the allocated extents at ${at}`);
+    at = e.offset + e.length;
+  }
+  assert.deepEqual(await p0.disks[1]!.allocated!(), [], 'the idle disk has nothing allocated');
   await p.releasePoint(p0, { consumed: true });
 
   await sleep(1500); // the guest keeps writing records

@@ -30,6 +30,7 @@ import { ensureNetwork, networkOf, removeNetwork } from './network.ts';
 import type { SiteNetwork } from './network.ts';
 import { findQemu, processGone, waitGone } from './process.ts';
 import * as tracking from './tracking.ts';
+import { mergeExtents } from './tracking.ts';
 import type { OpenPoint } from './tracking.ts';
 
 const run = promisify(execFile);
@@ -220,6 +221,12 @@ export class QemuProvider implements MachineProvider {
         disk: d.info,
         changes: d.changes,
         uri: `nbd+unix:///disk${i}?socket=${nbd}`,
+        // base:allocation of the overlay covers its backing disk too: flag 2 = reads as zeros.
+        allocated: async (sig?: AbortSignal) => {
+          sig?.throwIfAborted();
+          const extents = await d.client.blockStatusAll('base:allocation');
+          return mergeExtents(extents.filter((e) => (e.flags & 2) === 0));
+        },
         read: (offset: number, length: number, sig?: AbortSignal) => {
           sig?.throwIfAborted();
           return d.client.read(offset, length);

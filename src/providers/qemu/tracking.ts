@@ -200,7 +200,7 @@ export async function takePoint(qmp: QmpClient, def: MachineDefinition, paths: V
     const out: OpenPoint['disks'] = [];
     for (let i = 0; i < def.disks.length; i++) {
       const context = `qemu:dirty-bitmap:${bitmapName(gen)}`;
-      const client = await NbdClient.connect({ path: paths.nbd }, { exportName: exportName(i), metaContexts: [context] });
+      const client = await NbdClient.connect({ path: paths.nbd }, { exportName: exportName(i), metaContexts: ['base:allocation', context] });
       let changes: OpenPoint['disks'][number]['changes'];
       if (gen === 0) {
         changes = { kind: 'all', reason: 'first point since tracking started: there is no previous point to compare with' };
@@ -217,7 +217,8 @@ export async function takePoint(qmp: QmpClient, def: MachineDefinition, paths: V
   }
 }
 
-function mergeExtents(extents: { offset: number; length: number }[]): Extent[] {
+/** Joins touching extents (flags dropped). */
+export function mergeExtents(extents: { offset: number; length: number }[]): Extent[] {
   const out: Extent[] = [];
   for (const e of extents) {
     const last = out[out.length - 1];
