@@ -353,6 +353,7 @@ export class JobEngine {
         const jobs = await this.#claim(this.#concurrency - this.#running.size);
         if (jobs.length === 0) break;
         claimed += jobs.length;
+        const preloaded = await this.#loadTasks(jobs.map((j) => j.id));
         for (const job of jobs) {
           // Our own earlier run of this job let its lease expire (it stalled) and we re-claimed
           // it: the old run is fenced off already; stop it too.
@@ -363,7 +364,7 @@ export class JobEngine {
             stale.hookAc.abort(why);
           }
           const entry = { ac: new AbortController(), hookAc: new AbortController() } as Running;
-          entry.done = this.#run(job, entry).finally(() => {
+          entry.done = this.#run(job, entry, preloaded?.get(job.id)).finally(() => {
             if (this.#running.get(job.id) === entry) this.#running.delete(job.id);
             this.#kick();
           });
@@ -428,7 +429,24 @@ export class JobEngine {
     return rows;
   }
 
-  async #run(row: Row<'jobs'>, running: Running): Promise<void> {
+  /** The tasks of just-claimed jobs in one query (one round trip instead of one per job). */
+  async #loadTasks(ids: string[]): Promise<Map<string, Row<'tasks'>[]> | undefined> {
+    try {
+      const rows = await this.#store.db.selectFrom('tasks').selectAll().where('job_id', 'in', ids).orderBy('job_id').orderBy('seq').execute();
+      const byJob = new Map<string, Row<'tasks'>[]>();
+      for (const r of rows) {
+        const list = byJob.get(r.job_id);
+        if (list) list.push(r);
+        else byJob.set(r.job_id, [r]);
+      }
+      return byJob;
+    } catch (err) {
+      this.#log?.debug({ err }, 'loading tasks failed; each job loads its own');
+      return undefined;
+    }
+  }
+
+  async #run(row: Row<'jobs'>, running: Running, preloaded?: Row<'tasks'>[]): Promise<void> {
     const lease: Lease = { id: row.id, token: row.attempts };
     const def = this.#defs.get(row.kind);
     if (!def) return;
@@ -439,7 +457,7 @@ export class JobEngine {
     const tasks: Row<'tasks'>[] = [];
     try {
       if (row.attempts > 1) await this.#leaseLog(lease, null, `picked up by ${this.workerId} (attempt ${row.attempts})`);
-      tasks.push(...(await this.#store.db.selectFrom('tasks').selectAll().where('job_id', '=', row.id).orderBy('seq').execute()));
+      tasks.push(...(preloaded ?? (await this.#store.db.selectFrom('tasks').selectAll().where('job_id', '=', row.id).orderBy('seq').execute())));
       if (Number(row.cancel_requested) === 1) throw new Interrupt('cancel', 'cancel requested');
       if (row.attempts > row.max_attempts + crashAllowance) {
         throw new ReboundError('internal', 'job.worker-lost', `job ${row.id} was started ${row.attempts - 1} times and its worker stopped without a word each time (killed, out of memory, or the host went down)`, {
