@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { guestCmdline, makeDataDisk } from '../../src/guest/kit.ts';
 import { verifyDisk, verifyFs } from '../../src/guest/verify.ts';
+import { parseConsole } from '../../src/guest/console.ts';
 import type { ReboundError } from '../../src/domain/errors.ts';
 import type { Point, PointDisk } from '../../src/providers/provider.ts';
 import { QemuProvider } from '../../src/providers/qemu/qemu-provider.ts';
@@ -27,13 +28,15 @@ before(async () => {
   const guest = await testGuest(dir);
   p = new QemuProvider({ root: join(dir, 'site') });
   await makeDataDisk(join(dir, 'rec0.qcow2'), { sizeMiB: 64 });
-  await makeDataDisk(join(dir, 'rec1.qcow2'), { sizeMiB: 16 });
+  await makeDataDisk(join(dir, 'rec1.qcow2'), { sizeMiB: 32 });
+  await makeDataDisk(join(dir, 'rec2.qcow2'), { sizeMiB: 16 });
   await makeDataDisk(join(dir, 'fs.qcow2'), { sizeMiB: 48, fs: 'ext4' });
   const boot = (append: string) => ({ kind: 'kernel' as const, kernel: guest.kernel, initrd: guest.initrd, append });
   await p.define({
     name: 'rec', cpus: 1, memoryMiB: 192, nics: [],
-    disks: [{ path: join(dir, 'rec0.qcow2'), format: 'qcow2' }, { path: join(dir, 'rec1.qcow2'), format: 'qcow2' }],
-    boot: boot(guestCmdline({ workload: 'records', rate: 100 })),
+    disks: ['rec0', 'rec1', 'rec2'].map((n) => ({ path: join(dir, `${n}.qcow2`), format: 'qcow2' as const })),
+    // One record writer on each of the first two disks; the third stays idle.
+    boot: boot(guestCmdline({ workload: 'records', rate: 100, disk: '/dev/vda,/dev/vdb' })),
   });
   await p.define({
     name: 'fs', cpus: 1, memoryMiB: 192, nics: [],
@@ -80,48 +83,51 @@ const isZero = (b: Buffer): boolean => {
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-test('the dirty bitmap names exactly the blocks a digest comparison finds changed, and a mid-write point verifies', { timeout: 180_000 }, async () => {
+test('the dirty bitmap names exactly the blocks a digest comparison finds changed, and a mid-write point of all disks verifies', { timeout: 180_000 }, async () => {
   assert.deepEqual(await p.trackingStatus('rec'), { state: 'off', problems: [] });
   assert.equal((await p.startTracking('rec')).state, 'active');
   const p0 = await p.takePoint('rec');
-  assert.deepEqual(p0.disks.map((d) => d.changes.kind), ['all', 'all'], 'the first point has nothing to compare with');
-  const before0 = await readAll(p0.disks[0]!);
-  const before1 = await readAll(p0.disks[1]!);
+  assert.deepEqual(p0.disks.map((d) => d.changes.kind), ['all', 'all', 'all'], 'the first point has nothing to compare with');
+  const before: Buffer[] = [];
+  for (const d of p0.disks) before.push(await readAll(d));
   // A full copy may skip what the point reports unallocated: it all reads as zeros.
   const alloc = await p0.disks[0]!.allocated!();
   const allocBytes = alloc.reduce((s, e) => s + e.length, 0);
-  assert.ok(allocBytes > 0 && allocBytes < before0.length / 2, `allocated ${allocBytes} of ${before0.length}`);
+  assert.ok(allocBytes > 0 && allocBytes < before[0]!.length / 2, `allocated ${allocBytes} of ${before[0]!.length}`);
   let at = 0;
-  for (const e of [...alloc, { offset: before0.length, length: 0 }]) {
-    assert.ok(isZero(before0.subarray(at, e.offset)), `data outside the allocated extents at ${at}`);
+  for (const e of [...alloc, { offset: before[0]!.length, length: 0 }]) {
+    assert.ok(isZero(before[0]!.subarray(at, e.offset)), `data outside the allocated extents at ${at}`);
     at = e.offset + e.length;
   }
-  assert.deepEqual(await p0.disks[1]!.allocated!(), [], 'the idle disk has nothing allocated');
+  assert.deepEqual(await p0.disks[2]!.allocated!(), [], 'the idle disk has nothing allocated');
   await p.releasePoint(p0, { consumed: true });
 
-  await sleep(1500); // the guest keeps writing records
-  const durableBefore = await lastDurable(p.paths('rec').serialLog);
+  await sleep(1500); // the guest keeps writing records on two disks
+  const durable = parseConsole(await readFile(p.paths('rec').serialLog, 'utf8')).disks;
   const p1 = await p.takePoint('rec');
   try {
-    const after0 = await readAll(p1.disks[0]!);
-    const after1 = await readAll(p1.disks[1]!);
-    const a = blockDigests(before0);
-    const b = blockDigests(after0);
-    const changed = b.flatMap((h, i) => (h !== a[i] ? [i] : []));
-    assert.ok(changed.length > 0, 'the workload wrote between the points');
-    assert.deepEqual(dirtyBlocks(p1.disks[0]!), changed);
-    assert.deepEqual(dirtyBlocks(p1.disks[1]!), [], 'the idle disk has no dirty blocks');
-    assert.ok(after1.equals(before1));
-
-    // The point is one instant: every record the guest had reported durable before it is in it.
-    const image = join(dir, 'p1-rec0.raw');
-    await writeFile(image, after0);
-    const report = await verifyDisk(image, { expectSeq: durableBefore });
-    assert.equal(report.ok, true, JSON.stringify(report));
-    assert.ok(report.highestContiguousSeq >= durableBefore);
-    // …and the disk has moved on since: the point is not the live disk.
-    await sleep(500);
-    assert.ok((await lastDurable(p.paths('rec').serialLog)) > report.highestContiguousSeq);
+    for (const [i, d] of p1.disks.entries()) {
+      const after = await readAll(d);
+      const a = blockDigests(before[i]!);
+      const changed = blockDigests(after).flatMap((h, k) => (h !== a[k] ? [k] : []));
+      assert.deepEqual(dirtyBlocks(d), changed, `disk ${i}: bitmap vs digest comparison`);
+      if (i === 2) {
+        assert.deepEqual(changed, [], 'the idle disk did not change');
+        continue;
+      }
+      assert.ok(changed.length > 0, `disk ${i}: the workload wrote between the points`);
+      // The point is one instant for every disk: each holds every record its writer had
+      // reported durable before the point was taken.
+      const expectSeq = durable.get(`/dev/vd${'ab'[i]}`)?.durableSeq ?? 0;
+      assert.ok(expectSeq > 0);
+      const image = join(dir, `p1-rec${i}.raw`);
+      await writeFile(image, after);
+      const report = await verifyDisk(image, { expectSeq });
+      assert.equal(report.ok, true, JSON.stringify(report));
+    }
+    // …and the disks have moved on since: the point is not the live disk.
+    const seqInPoint = (await verifyDisk(join(dir, 'p1-rec0.raw'))).highestContiguousSeq;
+    await waitConsole(p.paths('rec').serialLog, new RegExp(`REBOUND seq=${seqInPoint + 5} durable disk=/dev/vda`), 30_000);
   } finally {
     await p.releasePoint(p1, { consumed: false });
   }
@@ -210,7 +216,7 @@ test('a killed QEMU loses its bitmaps (missing, or inconsistent once saved): rep
   // After the caller's digest resync, reset starts tracking afresh; the next point is a new base.
   assert.equal((await p.resetTracking('rec')).state, 'active');
   const fresh = await p.takePoint('rec');
-  assert.deepEqual(fresh.disks.map((d) => d.changes.kind), ['all', 'all']);
+  assert.deepEqual(fresh.disks.map((d) => d.changes.kind), ['all', 'all', 'all']);
   await p.releasePoint(fresh, { consumed: true });
 
   // A clean exit saves the bitmaps in the qcow2 images; tracking survives a restart…
@@ -229,7 +235,7 @@ test('a killed QEMU loses its bitmaps (missing, or inconsistent once saved): rep
   await assertLost('rec', /inconsistent/);
   assert.equal((await p.resetTracking('rec')).state, 'active');
   const again = await p.takePoint('rec');
-  assert.deepEqual(again.disks.map((d) => d.changes.kind), ['all', 'all']);
+  assert.deepEqual(again.disks.map((d) => d.changes.kind), ['all', 'all', 'all']);
   await p.releasePoint(again, { consumed: true });
   await sleep(300);
   const next = await p.takePoint('rec');
