@@ -35,6 +35,8 @@ export interface VerifyOptions {
   /** Read a qcow2 image another process (a running VM) holds open for writing. Its metadata may
    * be mid-update, so damage found this way needs a second look on a stopped image or a point. */
   forceShare?: boolean;
+  /** Stops the scan (the promise rejects) when aborted. */
+  signal?: AbortSignal;
 }
 
 export interface VerifyReport {
@@ -96,7 +98,7 @@ async function rawDataExtents(image: string, size: number): Promise<{ offset: nu
   }
 }
 
-async function scanFile(image: string, size: number, sink: Sink): Promise<void> {
+async function scanFile(image: string, size: number, sink: Sink, signal: AbortSignal | undefined): Promise<void> {
   const extents = await rawDataExtents(image, size);
   const fh = await open(image, 'r');
   try {
@@ -107,6 +109,7 @@ async function scanFile(image: string, size: number, sink: Sink): Promise<void> 
         continue;
       }
       for (let off = e.offset; off < e.offset + e.length; off += CHUNK) {
+        signal?.throwIfAborted();
         const n = Math.min(CHUNK, e.offset + e.length - off);
         const { bytesRead } = await fh.read(buf, 0, n, off);
         if (bytesRead < n) buf.fill(0, bytesRead, n);
@@ -118,12 +121,12 @@ async function scanFile(image: string, size: number, sink: Sink): Promise<void> 
   }
 }
 
-async function scanImageNbd(image: string, format: string, forceShare: boolean, sink: Sink): Promise<void> {
+async function scanImageNbd(image: string, format: string, forceShare: boolean, sink: Sink, signal: AbortSignal | undefined): Promise<void> {
   const served = await serveImage(image, { format, readOnly: true, forceShare });
   try {
-    await scanNbd({ address: served.address, exportName: '' }, sink);
+    await scanNbd({ address: served.address, exportName: '' }, sink, signal);
   } catch (err) {
-    const why = await served.failure();
+    const why = signal?.aborted ? undefined : await served.failure();
     if (why === undefined) throw err;
     throw new ReboundError('unavailable', 'nbd-server-failed', `qemu-nbd could not serve ${image}: ${why}.`, {
       hint: /lock/i.test(why) ? 'Another process (a running VM?) holds the image; verify a stopped copy or a recovery point, or pass forceShare.' : 'Check that the image and its backing files exist and are readable.',
@@ -135,8 +138,8 @@ async function scanImageNbd(image: string, format: string, forceShare: boolean, 
 }
 
 /** Reads the export's data extents (zero ranges are only reported); returns the export size. */
-async function scanNbd(target: NbdTarget, sink: Sink): Promise<number> {
-  const c = await NbdClient.connect(target.address, { exportName: target.exportName, metaContexts: ['base:allocation'] });
+async function scanNbd(target: NbdTarget, sink: Sink, signal: AbortSignal | undefined): Promise<number> {
+  const c = await NbdClient.connect(target.address, { exportName: target.exportName, metaContexts: ['base:allocation'], ...(signal ? { signal } : {}) });
   try {
     const extents = await c.blockStatusAll('base:allocation');
     // Keep a few reads in flight into reused buffers (the sink is done with a buffer when it
@@ -243,9 +246,9 @@ export async function verifyDisk(image: string, opts: VerifyOptions = {}): Promi
 
   const method = format === 'raw' ? 'file' : 'nbd';
   let size = imageSize;
-  if (nbd) size = await scanNbd(nbd, sink);
-  else if (method === 'file') await scanFile(image, size, sink);
-  else await scanImageNbd(image, format, opts.forceShare ?? false, sink);
+  if (nbd) size = await scanNbd(nbd, sink, opts.signal);
+  else if (method === 'file') await scanFile(image, size, sink, opts.signal);
+  else await scanImageNbd(image, format, opts.forceShare ?? false, sink, opts.signal);
 
   let tornTail: VerifyReport['tornTail'];
   if (brk && brk.kind !== 'misplaced') {

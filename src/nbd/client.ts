@@ -42,6 +42,9 @@ export interface NbdConnectOptions {
   connectTimeoutMs?: number;
   /** Per-request deadline; 0 turns it off. */
   requestTimeoutMs?: number;
+  /** Aborting closes the connection: the handshake and every request in flight or later fail
+   * with nbd-aborted (a cancelled job stops its transfer at once). */
+  signal?: AbortSignal;
 }
 
 export interface Extent {
@@ -85,6 +88,9 @@ const DEFAULT_MAX_PAYLOAD = 32 * 1024 * 1024;
 
 const nbdError = (code: string, message: string, retryable: boolean, details?: Record<string, unknown>, cause?: unknown): ReboundError =>
   new ReboundError(retryable ? 'unavailable' : 'internal', code, message, { retryable, details, cause });
+
+const aborted = (a: NbdAddress): ReboundError =>
+  new ReboundError('conflict', 'nbd-aborted', `The NBD connection to ${describe(a)} was closed because the operation using it was cancelled.`, { retryable: false });
 
 const describe = (a: NbdAddress): string => ('path' in a ? `unix socket ${a.path}` : `${a.host}:${a.port}`);
 
@@ -136,17 +142,31 @@ export class NbdClient {
       reader.fail(err);
       socket.destroy();
     }, deadline);
+    const abortHandshake = (): void => {
+      reader.fail(aborted(address));
+      socket.destroy();
+    };
+    opts.signal?.addEventListener('abort', abortHandshake, { once: true });
+    if (opts.signal?.aborted) abortHandshake();
     try {
       const info = await handshake(socket, reader, exportName, opts.metaContexts ?? []);
       socket.removeAllListeners('close');
       socket.removeAllListeners('error');
       socket.on('error', () => {}); // 'close' follows and fails what is pending
-      return new NbdClient(address, socket, reader, info, opts.requestTimeoutMs ?? 60_000);
+      const client = new NbdClient(address, socket, reader, info, opts.requestTimeoutMs ?? 60_000);
+      const signal = opts.signal;
+      if (signal) {
+        const onAbort = (): void => client.#shutdown(aborted(address));
+        signal.addEventListener('abort', onAbort, { once: true });
+        socket.once('close', () => signal.removeEventListener('abort', onAbort));
+      }
+      return client;
     } catch (err) {
       socket.destroy();
       throw err;
     } finally {
       clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', abortHandshake);
     }
   }
 

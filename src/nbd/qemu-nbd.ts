@@ -14,8 +14,7 @@ export interface ServedImage {
   process: ChildProcess;
   close(): Promise<void>;
   /**
-   * After a failed connect: qemu-nbd can open its socket before it finds it cannot open the
-   * image (a lock held elsewhere). Waits up to waitMs for it to exit and returns the error it
+   * After a failed connect: waits up to waitMs for qemu-nbd to exit and returns the error it
    * printed, or undefined while it still runs.
    */
   failure(waitMs?: number): Promise<string | undefined>;
@@ -43,7 +42,10 @@ export interface ServeOptions {
 export async function serveImage(image: string, opts: ServeOptions = {}): Promise<ServedImage> {
   const dir = await mkdtemp(join(tmpdir(), 'rebound-nbd-'));
   const socket = join(dir, 'nbd.sock');
-  const args = [`--socket=${socket}`, `--cache=${opts.cache ?? 'writeback'}`, '--aio=threads'];
+  // Ready means the pid file exists: qemu-nbd writes it once it listens and has opened the image;
+  // the socket alone appears before the image is opened (and before listen), so it is no signal.
+  const pidFile = join(dir, 'qemu-nbd.pid');
+  const args = [`--socket=${socket}`, `--pid-file=${pidFile}`, `--cache=${opts.cache ?? 'writeback'}`, '--aio=threads'];
   if (opts.readOnly ?? true) args.push('--read-only');
   if (opts.forceShare) {
     // qemu-nbd 7.2 has no --force-share; the block layer's force-share option does it (and is
@@ -83,7 +85,7 @@ export async function serveImage(image: string, opts: ServeOptions = {}): Promis
         hint: 'Check that the image exists, its format is right and no other process holds its write lock.',
       });
     }
-    if (await stat(socket).then(() => true, () => false)) break;
+    if (await stat(pidFile).then((st) => st.size > 0, () => false)) break;
     if (Date.now() > deadline) {
       await close();
       throw new ReboundError('unavailable', 'nbd-server-failed', `qemu-nbd did not open its socket for ${image} in time.`);

@@ -106,6 +106,12 @@ test('a raw image is read around its holes, and a hole punched under records is 
   assert.deepEqual(holed.gaps, [{ offset: 128 * RECORD_SIZE, expectedSeq: 129 }]);
 });
 
+test('an aborted verification stops with the abort, for raw and qcow2', async () => {
+  for (const img of [join(dir, 'base.raw'), overlay]) {
+    await assert.rejects(verifyDisk(img, { signal: AbortSignal.abort() }), (e) => (e instanceof ReboundError && e.code === 'nbd-aborted') || (e as Error).name === 'AbortError', img);
+  }
+});
+
 test('something that is not a disk image is refused with a clear error', async () => {
   await assert.rejects(verifyDisk(join(dir, 'missing.qcow2')), (e) => e instanceof ReboundError && e.code === 'image-unreadable');
 });

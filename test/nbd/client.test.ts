@@ -272,3 +272,23 @@ test('a server that stops answering times the request out; one that dies fails w
     await again.close();
   }
 });
+
+test('aborting the signal closes the connection: requests in flight and later fail as nbd-aborted', async () => {
+  const served = await serveImage(image, { format: 'qcow2', persistent: true });
+  try {
+    const ac = new AbortController();
+    const c = await NbdClient.connect(served.address, { signal: ac.signal });
+    const inFlight = Array.from({ length: 8 }, (_, i) => codeOf(c.read(i * 4 * MiB, 4 * MiB)));
+    ac.abort();
+    const codes = await Promise.all(inFlight);
+    assert.ok(codes.every((x) => x === 'no error' || x === 'nbd-aborted'), codes.join(','));
+    assert.equal(await codeOf(c.read(0, 4096)), 'nbd-aborted');
+    assert.equal(await codeOf(NbdClient.connect(served.address, { signal: AbortSignal.abort() })), 'nbd-aborted');
+    // The server is still fine for the next client.
+    const d = await NbdClient.connect(served.address);
+    assert.ok((await d.read(10 * MiB, 4096)).equals(Buffer.alloc(4096, 0x11)));
+    await d.disconnect();
+  } finally {
+    await served.close();
+  }
+});
