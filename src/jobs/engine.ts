@@ -44,6 +44,8 @@ interface Running {
   ac: AbortController;
   /** Aborts compensation hooks (which run after `ac` fired) on shutdown or lease loss. */
   hookAc: AbortController;
+  /** Until when the lease is surely ours (as of the last heartbeat that got through). */
+  leaseUntil: number;
   done: Promise<void>;
 }
 
@@ -363,7 +365,7 @@ export class JobEngine {
             stale.ac.abort(why);
             stale.hookAc.abort(why);
           }
-          const entry = { ac: new AbortController(), hookAc: new AbortController() } as Running;
+          const entry = { ac: new AbortController(), hookAc: new AbortController(), leaseUntil: Number(job.lease_expires_at) } as Running;
           entry.done = this.#run(job, entry, preloaded?.get(job.id)).finally(() => {
             if (this.#running.get(job.id) === entry) this.#running.delete(job.id);
             this.#kick();
@@ -628,9 +630,10 @@ export class JobEngine {
 
   async #heartbeat(lease: Lease, running: Running): Promise<void> {
     if (running.hookAc.signal.aborted) return;
+    const sentAt = now();
     try {
       const r = await this.#fence(
-        this.#store.db.updateTable('jobs').set({ lease_expires_at: now() + this.#leaseMs }).where('id', '=', lease.id),
+        this.#store.db.updateTable('jobs').set({ lease_expires_at: sentAt + this.#leaseMs }).where('id', '=', lease.id),
         lease,
       )
         .returning(['cancel_requested'])
@@ -639,9 +642,19 @@ export class JobEngine {
         const why = new Interrupt('lease-lost', 'lease lost');
         running.ac.abort(why);
         running.hookAc.abort(why);
-      } else if (Number(r.cancel_requested) === 1) running.ac.abort(new Interrupt('cancel', 'cancel requested'));
+      } else {
+        running.leaseUntil = sentAt + this.#leaseMs;
+        if (Number(r.cancel_requested) === 1) running.ac.abort(new Interrupt('cancel', 'cancel requested'));
+      }
     } catch (err) {
       this.#log?.warn({ err, job: lease.id }, 'heartbeat failed');
+      // The store is unreachable: once the lease may have run out, another worker may be running
+      // this task; stop ours rather than run it twice.
+      if (now() >= running.leaseUntil - this.#leaseMs / 6) {
+        const why = new Interrupt('lease-lost', 'lease lost: the store was unreachable for the whole lease');
+        running.ac.abort(why);
+        running.hookAc.abort(why);
+      }
     }
   }
 

@@ -57,6 +57,9 @@ export async function openStore(opts: OpenStoreOptions): Promise<Store> {
     dialect = 'postgres';
     describe = redact(url);
     const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? 10 });
+    // An idle connection that breaks (server restart, network cut) is dropped by the pool; without
+    // a listener its 'error' event would take the whole process down. The next query reconnects.
+    pool.on('error', (err) => opts.logger?.warn({ err }, 'PostgreSQL connection lost; the pool will reconnect'));
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     try {
       await db.selectNoFrom((eb) => eb.lit(1).as('one')).execute();

@@ -6,13 +6,16 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createConnection, createServer } from 'node:net';
+import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { JobEngine } from '../../src/jobs/engine.ts';
 import type { JobView } from '../../src/jobs/types.ts';
-import { dialects, freshStore } from '../support/db.ts';
+import { openStore } from '../../src/store/open.ts';
+import { dialects, freshPostgresDatabase, freshStore } from '../support/db.ts';
 
 const workerScript = path.join(import.meta.dirname, '..', 'support', 'job-worker.ts');
 
@@ -156,6 +159,48 @@ for (const dialect of dialects) {
       }
     });
 
+    it('stop() hands a running job back with its checkpoint; the next engine continues it', async () => {
+      const ts = await freshStore(dialect);
+      const seen: string[] = [];
+      const def = (name: string) => ({
+        kind: 'resumable-copy',
+        describe: () => [{ name: 'copy' }],
+        runTask: async (ctx: { checkpoint: unknown; saveCheckpoint(d: unknown): Promise<void>; signal: AbortSignal }) => {
+          seen.push(`${name}:${JSON.stringify(ctx.checkpoint ?? null)}`);
+          if (name === 'first') {
+            await ctx.saveCheckpoint({ copied: 40 });
+            await sleep(30_000, undefined, { signal: ctx.signal });
+          }
+          return { copied: 100, from: (ctx.checkpoint as { copied?: number } | undefined)?.copied ?? 0 };
+        },
+      });
+      const first = new JobEngine({ store: ts.store, workerId: 'first', leaseMs: 60_000, pollMs: 20 });
+      first.register(def('first'));
+      const next = new JobEngine({ store: ts.store, workerId: 'next', leaseMs: 60_000, pollMs: 20 });
+      next.register(def('next'));
+      try {
+        first.start();
+        const job = await first.enqueue({ kind: 'resumable-copy', params: {}, createdBy: 'test' });
+        await until('checkpoint', async () => seen.length === 1 && (await first.get(job.id))?.tasks[0]?.state === 'running');
+        await sleep(50);
+        await first.stop();
+        const handed = await first.get(job.id);
+        assert.equal(handed?.state, 'queued');
+        assert.equal(handed?.attempts, 0, 'a handed-back job has not used an attempt');
+        assert.equal(handed?.tasks[0]?.state, 'pending');
+        const lease = await ts.store.db.selectFrom('jobs').select(['locked_by', 'lease_expires_at']).where('id', '=', job.id).executeTakeFirstOrThrow();
+        assert.deepEqual({ ...lease }, { locked_by: null, lease_expires_at: null });
+        next.start();
+        const done = await waitState(next, job.id, ['succeeded', 'failed']);
+        assert.deepEqual(done.result, { copied: 100, from: 40 });
+        assert.deepEqual(seen, ['first:null', 'next:{"copied":40}']);
+      } finally {
+        await first.stop();
+        await next.stop();
+        await ts.cleanup();
+      }
+    });
+
     it('a cancel made through another engine reaches the running task at its next heartbeat', async () => {
       const ts = await freshStore(dialect);
       const second = await ts.reopen();
@@ -195,3 +240,68 @@ for (const dialect of dialects) {
     });
   });
 }
+
+describe('job leases when PostgreSQL becomes unreachable', () => {
+  it('a worker cut off from the store stops its task once its lease may have run out; another takes over', async () => {
+    const url = new URL(await freshPostgresDatabase());
+    // A TCP relay between the worker and PostgreSQL that the test can cut.
+    const sockets = new Set<Socket>();
+    let cut = false;
+    const relay = createServer((client) => {
+      if (cut) return client.destroy();
+      const upstream = createConnection({ host: url.hostname, port: Number(url.port) });
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('error', () => undefined);
+        s.on('close', () => sockets.delete(s));
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+    const relayed = new URL(url);
+    relayed.host = `127.0.0.1:${(relay.address() as { port: number }).port}`;
+    const cutOff = await openStore({ url: relayed.toString() });
+    const direct = await openStore({ url: url.toString() });
+    const reasons: string[] = [];
+    const runs: string[] = [];
+    const mk = (name: string) => ({
+      kind: 'long',
+      describe: () => [{ name: 'long' }],
+      runTask: async (ctx: { signal: AbortSignal }) => {
+        runs.push(name);
+        if (name === 'cut') {
+          await sleep(30_000, undefined, { signal: ctx.signal }).catch(() => undefined);
+          reasons.push((ctx.signal.reason as Error).message);
+          return null;
+        }
+        return 'done by the other';
+      },
+    });
+    const a = new JobEngine({ store: cutOff, workerId: 'cut', leaseMs: 900, pollMs: 20 });
+    a.register(mk('cut'));
+    const b = new JobEngine({ store: direct, workerId: 'other', leaseMs: 900, pollMs: 20 });
+    b.register(mk('other'));
+    try {
+      const job = await b.enqueue({ kind: 'long', params: {}, createdBy: 'test' });
+      a.start();
+      await until('a runs it', async () => runs.length === 1);
+      cut = true;
+      for (const s of sockets) s.destroy();
+      const t0 = Date.now();
+      await until('a stops its task', async () => reasons.length === 1, 10_000);
+      assert.match(reasons[0] ?? '', /store was unreachable/);
+      assert.ok(Date.now() - t0 < 1500, 'within about one lease');
+      b.start();
+      const done = await waitState(b, job.id, ['succeeded', 'failed']);
+      assert.equal(done.result, 'done by the other');
+      assert.deepEqual(runs, ['cut', 'other']);
+    } finally {
+      await a.stop();
+      await b.stop();
+      await cutOff.close().catch(() => undefined);
+      await direct.close();
+      relay.close();
+      for (const s of sockets) s.destroy();
+    }
+  });
+});
