@@ -449,9 +449,10 @@ export class NbdClient {
 }
 
 const REP_ERR_UNKNOWN_EXPORT = 2 ** 31 + 6;
-const exportNotFound = (exportName: string, text: string): ReboundError =>
-  new ReboundError('not-found', 'nbd-export-not-found', `The NBD server has no export "${exportName}" (${text}).`, {
+const exportNotFound = (exportName: string, text: string, offered: string[] | undefined): ReboundError =>
+  new ReboundError('not-found', 'nbd-export-not-found', `The NBD server has no export "${exportName}" (${text}).${offered ? ` It offers: ${offered.map((n) => `"${n}"`).join(', ') || 'none'}.` : ''}`, {
     hint: 'Check the export name (nbdinfo --list shows what the server offers).',
+    ...(offered ? { details: { offered } } : {}),
   });
 
 async function handshake(socket: Socket, r: ByteReader, exportName: string, metaContexts: readonly string[]): Promise<ExportInfo> {
@@ -484,6 +485,18 @@ async function handshake(socket: Socket, r: ByteReader, exportName: string, meta
     return last && isReplyError(last.type) ? { type: last.type, text: `${REP_ERR_NAMES[last.type] ?? `error ${last.type}`}${last.data.length ? `: ${last.data.toString('utf8')}` : ''}` } : undefined;
   };
 
+  // After an unknown-export error the option phase goes on, so the server can be asked what it
+  // does offer (some servers refuse to list; then the error just says less).
+  const listExports = async (): Promise<string[] | undefined> => {
+    try {
+      const replies = await option(OPT.LIST);
+      if (errorOf(replies)) return undefined;
+      return replies.filter((r) => r.type === REP.SERVER && r.data.length >= 4).map((r) => r.data.subarray(4, 4 + r.data.readUInt32BE(0)).toString('utf8'));
+    } catch {
+      return undefined;
+    }
+  };
+
   const sr = errorOf(await option(OPT.STRUCTURED_REPLY));
   if (sr && metaContexts.length > 0) throw nbdError('nbd-handshake', `The NBD server refused structured replies (${sr.text}), which block status needs.`, false);
 
@@ -491,7 +504,7 @@ async function handshake(socket: Socket, r: ByteReader, exportName: string, meta
   if (metaContexts.length > 0) {
     const replies = await option(OPT.SET_META_CONTEXT, encodeMetaContexts(exportName, metaContexts));
     const err = errorOf(replies);
-    if (err?.type === REP_ERR_UNKNOWN_EXPORT) throw exportNotFound(exportName, err.text);
+    if (err?.type === REP_ERR_UNKNOWN_EXPORT) throw exportNotFound(exportName, err.text, await listExports());
     if (err) throw new ReboundError('invalid', 'nbd-meta-context-unsupported', `The NBD server refused meta contexts ${metaContexts.join(', ')}: ${err.text}.`);
     for (const rep of replies) {
       if (rep.type === REP.META_CONTEXT) contexts.set(rep.data.subarray(4).toString('utf8'), rep.data.readUInt32BE(0));
@@ -507,7 +520,7 @@ async function handshake(socket: Socket, r: ByteReader, exportName: string, meta
 
   const replies = await option(OPT.GO, encodeGo(exportName, [INFO.BLOCK_SIZE]));
   const err = errorOf(replies);
-  if (err?.type === REP_ERR_UNKNOWN_EXPORT) throw exportNotFound(exportName, err.text);
+  if (err?.type === REP_ERR_UNKNOWN_EXPORT) throw exportNotFound(exportName, err.text, await listExports());
   if (err) throw new ReboundError('unavailable', 'nbd-handshake', `The NBD server would not open export "${exportName}": ${err.text}.`);
   let size = -1;
   let tflags = 0;

@@ -216,6 +216,10 @@ test('qemu-storage-daemon: a named export with a live bitmap sees our writes; wr
   await run('qemu-img', ['bitmap', '--add', '-g', '65536', file, 'b1']);
   const qsd = await storageDaemon(file, 'disk0', ['b1']);
   try {
+    await assert.rejects(NbdClient.connect({ path: qsd.socket }, { exportName: 'disk9', metaContexts: ['base:allocation'] }),
+      (e) => e instanceof ReboundError && e.code === 'nbd-export-not-found' && /It offers: "disk0"/.test(e.message));
+    await assert.rejects(NbdClient.connect({ path: qsd.socket }, { exportName: 'disk9' }),
+      (e) => e instanceof ReboundError && e.code === 'nbd-export-not-found' && /It offers: "disk0"/.test(e.message));
     const c = await NbdClient.connect({ path: qsd.socket }, { exportName: 'disk0', metaContexts: ['base:allocation', 'qemu:dirty-bitmap:b1'] });
     assert.equal(c.info.canWriteZeroes, true);
     assert.equal(c.info.canTrim, true);
