@@ -15,6 +15,7 @@
 // is claimable again, and the next worker continues at the first unfinished task, handing that
 // task its last checkpoint. On PostgreSQL the claim uses FOR UPDATE SKIP LOCKED; on SQLite the
 // single UPDATE … RETURNING statement is atomic (writers are serialised).
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { UpdateQueryBuilder } from 'kysely';
@@ -95,7 +96,7 @@ export class JobEngine {
 
   constructor(opts: JobEngineOptions) {
     this.#store = opts.store;
-    this.workerId = opts.workerId ?? `${hostname()}:${process.pid}:${newId().slice(0, 8)}`;
+    this.workerId = opts.workerId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.#leaseMs = opts.leaseMs ?? 30_000;
     this.#pollMs = opts.pollMs ?? 250;
     this.#concurrency = opts.concurrency ?? 4;
@@ -136,53 +137,47 @@ export class JobEngine {
     const policy = retryPolicy(def.retry);
     const id = newId();
     const t = now();
+    const jobRow: Row<'jobs'> = {
+      id,
+      kind: req.kind,
+      target: req.target ?? '',
+      state: 'queued',
+      params: JSON.stringify(params ?? {}),
+      result: null,
+      error: null,
+      progress: 0,
+      attempts: 0,
+      max_attempts: policy.maxAttempts,
+      run_after: t,
+      locked_by: null,
+      locked_at: null,
+      lease_expires_at: null,
+      cancel_requested: 0,
+      idempotency_key: req.idempotencyKey ?? null,
+      created_by: req.createdBy,
+      created_at: t,
+      started_at: null,
+      finished_at: null,
+      updated_at: t,
+    };
+    const taskRows: Row<'tasks'>[] = plan.map((p, seq) => ({
+      id: newId(),
+      job_id: id,
+      seq,
+      name: p.name,
+      state: 'pending',
+      progress: 0,
+      checkpoint: null,
+      result: null,
+      error: null,
+      started_at: null,
+      finished_at: null,
+      resumed_at: null,
+    }));
     try {
       await db.transaction().execute(async (tx) => {
-        await tx
-          .insertInto('jobs')
-          .values({
-            id,
-            kind: req.kind,
-            target: req.target ?? '',
-            state: 'queued',
-            params: JSON.stringify(params ?? {}),
-            result: null,
-            error: null,
-            progress: 0,
-            attempts: 0,
-            max_attempts: policy.maxAttempts,
-            run_after: t,
-            locked_by: null,
-            locked_at: null,
-            lease_expires_at: null,
-            cancel_requested: 0,
-            idempotency_key: req.idempotencyKey ?? null,
-            created_by: req.createdBy,
-            created_at: t,
-            started_at: null,
-            finished_at: null,
-            updated_at: t,
-          })
-          .execute();
-        await tx
-          .insertInto('tasks')
-          .values(
-            plan.map((p, seq) => ({
-              id: newId(),
-              job_id: id,
-              seq,
-              name: p.name,
-              state: 'pending',
-              progress: 0,
-              checkpoint: null,
-              result: null,
-              error: null,
-              started_at: null,
-              finished_at: null,
-              resumed_at: null,
-            })),
-          )
-          .execute();
+        await tx.insertInto('jobs').values(jobRow).execute();
+        await tx.insertInto('tasks').values(taskRows).execute();
       });
     } catch (err) {
       // Two enqueues raced on one idempotency key: the other won; return its job.
@@ -192,7 +187,8 @@ export class JobEngine {
       }
       throw err;
     }
-    const view = (await this.get(id)) as JobView;
+    // Built from what was just written: no read back.
+    const view = jobView(jobRow, taskRows, []);
     this.#emit(view);
     this.#kick();
     return view;

@@ -34,6 +34,7 @@ for (const dialect of dialects) {
         const engine = new JobEngine({ store });
         engine.register(noop);
         const first = await engine.enqueue({ kind: 'noop', params: { n: 1 }, createdBy: 'a', idempotencyKey: 'k1' });
+        assert.deepEqual(await engine.get(first.id), first, 'the view enqueue returns is what the vault holds');
         const again = await engine.enqueue({ kind: 'noop', params: { n: 2 }, createdBy: 'b', idempotencyKey: 'k1' });
         assert.equal(again.id, first.id);
         assert.deepEqual(again.params, { n: 1 });

@@ -176,3 +176,14 @@ describe('openStore', () => {
     }
   });
 });
+
+describe('newId', () => {
+  it('makes RFC 9562 version-7 UUIDs that sort in creation order, also within a millisecond', () => {
+    const ids = Array.from({ length: 5000 }, () => newId());
+    for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    assert.deepEqual([...ids].sort(), ids);
+    assert.equal(new Set(ids).size, ids.length);
+    const ms = parseInt(ids[0]?.replaceAll('-', '').slice(0, 12) ?? '', 16);
+    assert.ok(Math.abs(ms - Date.now()) < 5000, 'the first 48 bits are the time in ms');
+  });
+});
