@@ -244,6 +244,41 @@ for (const dialect of dialects) {
       }
     });
 
+    it('two worker processes share the work and never run one job at the same time', async () => {
+      const ts = await freshStore(dialect);
+      const dir = mkdtempSync(path.join(tmpdir(), 'rebound-span-'));
+      const file = path.join(dir, 'spans');
+      const children: ChildProcess[] = [];
+      const reader = new JobEngine({ store: ts.store });
+      reader.register({ kind: 'test.span', describe: (p: { tasks: number }) => Array.from({ length: p.tasks }, (_, i) => ({ name: `span ${i}` })), runTask: () => Promise.resolve() });
+      try {
+        const jobs: JobView[] = [];
+        for (let i = 0; i < 30; i++) jobs.push(await reader.enqueue({ kind: 'test.span', params: { file, tasks: 3, sleepMs: 10 }, createdBy: 'test' }));
+        for (const w of ['p1', 'p2']) {
+          const child = spawn(process.execPath, [workerScript, JSON.stringify({ ...ts.location, workerId: w, leaseMs: 1500, concurrency: 4 })], { stdio: ['ignore', 'pipe', 'inherit'] });
+          children.push(child);
+        }
+        for (const j of jobs) assert.equal((await waitState(reader, j.id, ['succeeded', 'failed'])).state, 'succeeded');
+        const spans = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { job: string; seq: number; start: number; end: number; worker: string });
+        assert.equal(spans.length, 90, 'every task ran exactly once');
+        assert.equal(new Set(spans.map((s) => `${s.job}:${s.seq}`)).size, 90);
+        let overlaps = 0;
+        for (const a of spans) for (const b of spans) if (a !== b && a.job === b.job && a.start < b.end && b.start < a.end) overlaps++;
+        assert.equal(overlaps, 0, 'no two tasks of one job ran at once');
+        for (const j of jobs) {
+          const mine = spans.filter((s) => s.job === j.id).sort((x, y) => x.start - y.start);
+          assert.deepEqual(mine.map((s) => s.seq), [0, 1, 2], 'tasks ran in order');
+        }
+        assert.deepEqual([...new Set(spans.map((s) => s.worker))].sort(), ['p1', 'p2'], 'both processes did work');
+        const parallel = spans.some((a) => spans.some((b) => a.worker !== b.worker && a.start < b.end && b.start < a.end));
+        assert.ok(parallel, 'the two processes really ran at the same time');
+      } finally {
+        for (const c of children) c.kill('SIGKILL');
+        rmSync(dir, { recursive: true, force: true });
+        await ts.cleanup();
+      }
+    });
+
     it('a job survives kill -9 of its worker: another process finishes it, each side effect once', async () => {
       const ts = await freshStore(dialect);
       const dir = mkdtempSync(path.join(tmpdir(), 'rebound-kill-'));
