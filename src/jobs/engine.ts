@@ -93,6 +93,7 @@ export class JobEngine {
   #started = false;
   #stopping = false;
   #polling = false;
+  #inFlight: Promise<void> = Promise.resolve();
 
   constructor(opts: JobEngineOptions) {
     this.#store = opts.store;
@@ -333,6 +334,8 @@ export class JobEngine {
     this.#stopping = true;
     this.#started = false;
     if (this.#timer) clearTimeout(this.#timer);
+    // A claim in flight must land in #running first, or its jobs would start after we returned.
+    await this.#inFlight;
     for (const r of this.#running.values()) {
       const why = new Interrupt('shutdown', 'worker stopping');
       r.ac.abort(why);
@@ -345,6 +348,12 @@ export class JobEngine {
   async poll(): Promise<number> {
     if (this.#polling || this.#stopping) return 0;
     this.#polling = true;
+    const p = this.#pollOnce();
+    this.#inFlight = p.then(() => undefined);
+    return await p;
+  }
+
+  async #pollOnce(): Promise<number> {
     let claimed = 0;
     try {
       while (!this.#stopping && this.#running.size < this.#concurrency) {

@@ -201,6 +201,40 @@ for (const dialect of dialects) {
       }
     });
 
+    it('stop() during a claim leaves no job running and starts nothing afterwards', async () => {
+      const ts = await freshStore(dialect);
+      let stopped = false;
+      let startedAfterStop = 0;
+      const engine = new JobEngine({ store: ts.store, workerId: 'quitter', leaseMs: 60_000, pollMs: 5, concurrency: 4 });
+      engine.register({
+        kind: 'short',
+        describe: () => [{ name: 'short' }],
+        runTask: async (ctx) => {
+          if (stopped) startedAfterStop++;
+          await sleep(30, undefined, { signal: ctx.signal });
+        },
+      });
+      try {
+        for (let i = 0; i < 12; i++) await engine.enqueue({ kind: 'short', params: {}, createdBy: 'test' });
+        for (let round = 0; round < 6; round++) {
+          stopped = false;
+          engine.start();
+          // Stop at different moments of the first claim's trip to the database.
+          if (round === 0) await new Promise((r) => setImmediate(r));
+          else await sleep(round);
+          await engine.stop();
+          stopped = true;
+          const held = await ts.store.db.selectFrom('jobs').select(['id', 'state']).where((eb) => eb.or([eb('locked_by', 'is not', null), eb('state', '=', 'running')])).execute();
+          assert.deepEqual(held.map((r) => ({ ...r })), [], `round ${round}: no job left claimed`);
+          await sleep(100);
+          assert.equal(startedAfterStop, 0, `round ${round}: nothing started after stop() returned`);
+        }
+      } finally {
+        await engine.stop();
+        await ts.cleanup();
+      }
+    });
+
     it('a cancel made through another engine reaches the running task at its next heartbeat', async () => {
       const ts = await freshStore(dialect);
       const second = await ts.reopen();
