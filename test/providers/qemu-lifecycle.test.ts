@@ -129,8 +129,8 @@ test('power off stops the VM at once; the provider refuses tracking on a stopped
 });
 
 test('a guest that ignores the ACPI button makes shutdown fail with a clear timeout', { timeout: 120_000 }, async () => {
-  // Without the overlay's acpid the kit's init has nobody listening to the power button.
-  await define('deaf', guestCmdline({ workload: 'none' }));
+  // rebound.acpi=off: the kit's init leaves nobody listening to the power button.
+  await define('deaf', guestCmdline({ workload: 'none', acpi: 'off' }));
   const info = await p.start('deaf');
   await waitConsole(info.consoleLog!, /REBOUND ready/, 60_000);
   await assert.rejects(p.shutdown('deaf', { timeoutMs: 1500 }), (e: ReboundError) => e.code === 'machine-shutdown-timeout' && /ACPI/.test(e.message));
