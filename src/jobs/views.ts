@@ -8,7 +8,8 @@ export function taskView(t: Row<'tasks'>): TaskView {
     seq: t.seq,
     name: t.name,
     state: t.state as TaskState,
-    progress: Number(t.progress),
+    // PostgreSQL keeps progress as float4: 33.3 comes back as 33.29999923706055.
+    progress: Math.round(Number(t.progress) * 10) / 10,
     startedAt: t.started_at,
     finishedAt: t.finished_at,
   };

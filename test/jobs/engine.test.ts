@@ -43,12 +43,14 @@ for (const dialect of dialects) {
       const ts = await freshStore(dialect);
       const engine = engineOn(ts.store);
       const order: number[] = [];
+      let mid: JobView | undefined;
       engine.register({
         kind: 'order',
         describe: () => [{ name: 'a' }, { name: 'b' }, { name: 'c' }],
         runTask: async (ctx) => {
           order.push(ctx.task.seq);
-          await ctx.progress(50);
+          await ctx.progress(100 / 3);
+          if (ctx.task.seq === 0) mid = await engine.get(ctx.job.id);
           await ctx.log(`task ${ctx.task.seq}`);
           return { seq: ctx.task.seq, prev: ctx.results.get(ctx.task.seq - 1) ?? null };
         },
@@ -62,6 +64,9 @@ for (const dialect of dialects) {
         assert.equal(done.state, 'succeeded');
         assert.deepEqual(order, [0, 1, 2]);
         assert.equal(done.progress, 100);
+        assert.ok(mid, 'the job was read part-way through its first task');
+        assert.equal(mid.tasks[0]?.progress, 33.3);
+        assert.equal(mid.progress, 11.1, 'job progress is the mean of its tasks');
         assert.deepEqual(done.result, { seq: 2, prev: { seq: 1, prev: { seq: 0, prev: null } } });
         assert.ok(done.tasks.every((t) => t.state === 'succeeded' && t.progress === 100));
         assert.deepEqual(done.log.map((l) => l.message), ['task 0', 'task 1', 'task 2']);
