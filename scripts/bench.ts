@@ -40,7 +40,13 @@ for (const file of scripts) {
   const last = run.stdout.trim().split('\n').pop() ?? '';
   try {
     if (run.status !== 0) throw new Error(`exited with ${run.status ?? run.signal}`);
-    results.push({ name, ok: true, seconds, data: JSON.parse(last) as unknown });
+    let data: unknown;
+    try {
+      data = JSON.parse(last) as unknown; // one JSON line last …
+    } catch {
+      data = JSON.parse(run.stdout.trim()) as unknown; // … or the whole output as one document
+    }
+    results.push({ name, ok: true, seconds, data });
   } catch (err) {
     results.push({ name, ok: false, seconds, error: err instanceof Error ? err.message : String(err) });
   }
