@@ -174,6 +174,27 @@ export interface EventTable {
   data: string | null; // JSON
 }
 
+export interface SettingTable {
+  key: string;
+  value: string; // JSON
+  updated_at: number;
+}
+
+export interface ComponentTable {
+  id: string;
+  name: string; // unique
+  role: string; // 'agent' | 'process-server' | 'master-target'
+  site_id: string | null; // the site it serves
+  address: string | null; // host:port of its data listener (process server, master target)
+  token_id: string | null; // the token bound to it
+  cert_serial: string | null; // hex serial of the certificate the vault CA issued it
+  cert_pem: string | null;
+  status: string; // 'active' | 'revoked'
+  registered_at: number;
+  last_seen_at: number | null;
+  revoked_at: number | null;
+}
+
 export interface Database {
   sites: SiteTable;
   hosts: HostTable;
@@ -190,6 +211,8 @@ export interface Database {
   tokens: TokenTable;
   audit: AuditTable;
   events: EventTable;
+  settings: SettingTable;
+  components: ComponentTable;
 }
 
 export type Row<T extends keyof Database> = Selectable<Database[T]>;
