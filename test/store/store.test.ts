@@ -27,6 +27,8 @@ const expected: Record<string, string[]> = {
   tokens: ['id', 'name', 'role', 'hash', 'created_at', 'expires_at', 'revoked_at', 'last_used_at'],
   audit: ['id', 'at', 'actor', 'action', 'target', 'status', 'detail'],
   events: ['id', 'at', 'kind', 'item_id', 'message', 'data'],
+  settings: ['key', 'value', 'updated_at'],
+  components: ['id', 'name', 'role', 'site_id', 'address', 'token_id', 'cert_serial', 'cert_pem', 'status', 'registered_at', 'last_seen_at', 'revoked_at'],
 };
 
 async function site(store: Store, name: string): Promise<string> {
@@ -62,7 +64,7 @@ for (const dialect of dialects) {
             .selectFrom('rebound_migration' as 'sites')
             .select('name')
             .execute();
-          assert.deepEqual(applied.map((r) => r.name), ['0001-initial']);
+          assert.deepEqual(applied.map((r) => r.name), ['0001-initial', '0002-components']);
         } finally {
           await again.close();
         }
@@ -153,7 +155,7 @@ describe('openStore', () => {
       const tables = (await b.db.introspection.getTables()).map((t) => t.name).sort();
       assert.deepEqual(tables, [...Object.keys(expected), 'rebound_migration', 'rebound_migration_lock'].sort());
       const applied = await a.db.selectFrom('rebound_migration' as 'sites').select('name').execute();
-      assert.deepEqual(applied.map((r) => r.name), ['0001-initial']);
+      assert.deepEqual(applied.map((r) => r.name), ['0001-initial', '0002-components']);
     } finally {
       await a.close();
       await b.close();
