@@ -20,6 +20,7 @@ import { siteRoutes } from './routes/sites.ts';
 import { policyRoutes } from './routes/policies.ts';
 import { machineRoutes } from './routes/machines.ts';
 import { itemRoutes } from './routes/items.ts';
+import { itemActionRoutes } from './routes/item-actions.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { logRoutes } from './routes/logs.ts';
 import { diagRoutes } from './routes/diag.ts';
@@ -61,6 +62,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : lax).compile(schema));
   app.decorateRequest('principal', undefined);
   installErrorHandlers(app);
+  await (await import('./portal.ts')).registerPortal(app); // the web portal at /; before the auth hook, as its pages are public
   const metrics = createMetrics(deps.store);
 
   await app.register(swagger, {
@@ -143,6 +145,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       policyRoutes(api, deps);
       machineRoutes(api, deps);
       itemRoutes(api, deps);
+      itemActionRoutes(api, deps);
       jobRoutes(api, deps);
       logRoutes(api, deps);
       if (deps.diagRoutes) diagRoutes(api, deps);

@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 import type { JobEngine } from '../jobs/engine.ts';
 import type { Store } from '../store/open.ts';
 import type { Principal } from './auth.ts';
+import type { ItemActions } from '../vault/item-actions.ts';
+import type { ReplicationCatalogue } from '../vault/replication-catalogue.ts';
 
 export interface ApiDeps {
   store: Store;
@@ -11,6 +13,10 @@ export interface ApiDeps {
   version: string;
   /** Adds the dev/test-only routes (POST /api/v1/diag/jobs). */
   diagRoutes?: boolean;
+  /** Lifecycle actions on items (protect, failovers…). */
+  actions?: ItemActions;
+  /** The replication catalogue (assignments, points) for role processes' calls. */
+  catalogue?: ReplicationCatalogue;
 }
 
 declare module 'fastify' {

@@ -171,3 +171,16 @@ export const Event = Type.Object({
 export function errors(...statuses: number[]): Record<number, typeof ErrorBody> {
   return Object.fromEntries(statuses.map((s) => [s, ErrorBody]));
 }
+
+export const RecoveryPoint = Type.Object({
+  id: Type.String(),
+  item: Type.String(),
+  takenAt: Millis,
+  kind: Type.String(),
+  status: Type.String(),
+  groupPointId: Type.Union([Type.String(), Type.Null()]),
+  seq: Type.Union([Type.Integer(), Type.Null()]),
+  disks: Type.Array(Type.Object({ id: Type.String(), sizeBytes: Type.Number() })),
+});
+
+export const Accepted = Type.Object({ job: Job });

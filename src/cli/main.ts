@@ -11,7 +11,7 @@ import { registerJobs } from './commands/jobs.ts';
 import { registerTokens } from './commands/tokens.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerOptionalVerbs } from './commands/optional.ts';
-import { registerItemViews } from './commands/items.ts';
+import { registerItemViews, registerReplicationVerbs } from './commands/items.ts';
 import { ReboundError, httpStatusOf } from '../domain/errors.ts';
 
 const VERSION = '0.1.0';
@@ -38,6 +38,7 @@ export function buildProgram(): Command {
   registerPolicies(program);
   registerJobs(program);
   registerItemViews(program);
+  registerReplicationVerbs(program);
   registerTokens(program);
   registerOptionalVerbs(program);
 

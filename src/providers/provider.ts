@@ -135,6 +135,10 @@ export interface MachineProvider {
   /** Throws `cbt-lost` when tracking cannot say what changed; the caller must resync by digest
    * comparison and then call resetTracking. */
   takePoint?(name: string, signal?: AbortSignal): Promise<Point>;
+  /** The point a previous process took and never released, when it is still intact (same id,
+   * instant and changes), so a restarted agent resumes its transfer instead of sending it again;
+   * null when there is none. */
+  adoptPoint?(name: string, signal?: AbortSignal): Promise<Point | null>;
   releasePoint?(point: Point, opts: ReleaseOptions, signal?: AbortSignal): Promise<void>;
   /** Drops all tracking state and starts afresh (after a digest resync). */
   resetTracking?(name: string, signal?: AbortSignal): Promise<TrackingStatus>;

@@ -13,6 +13,9 @@ import { createToken } from '../api/auth.ts';
 import { JobEngine } from '../jobs/engine.ts';
 import { openStore } from '../store/open.ts';
 import { diagSequence } from './diag-sequence.ts';
+import { startDataRoles } from './data-roles.ts';
+import type { DataRoles } from './data-roles.ts';
+import { loadVaultKeys } from '../vault/keys.ts';
 
 export interface StartServerOptions {
   dataDir: string;
@@ -20,6 +23,8 @@ export interface StartServerOptions {
   port: number;
   host?: string;
   logLevel?: string;
+  /** Which data-path roles run in this process (default: all three). */
+  roles?: { agent: boolean; processServer: boolean; masterTarget: boolean };
 }
 
 export interface RunningServer {
@@ -60,10 +65,14 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const jobs = new JobEngine({ store, logger: logger.child({ role: 'jobs' }), ...(leaseMs === undefined ? {} : { leaseMs, pollMs: Math.max(20, Math.min(250, Math.floor(leaseMs / 4))) }) });
   if (testJobs) jobs.register(diagSequence);
   let app;
+  let roles: DataRoles | undefined;
   try {
-    app = await buildApp({ store, jobs, logger, version: version(), diagRoutes: testJobs });
+    const keys = await loadVaultKeys(store);
+    roles = await startDataRoles({ store, jobs, logger, dataDir, keys, material: null, ...(opts.roles ? { roles: opts.roles } : {}) });
+    app = await buildApp({ store, jobs, logger, version: version(), diagRoutes: testJobs, ...(roles ? { actions: roles.actions, catalogue: roles.catalogue } : {}) });
     await app.listen({ port: opts.port, host: opts.host ?? '127.0.0.1' });
   } catch (err) {
+    await roles?.close();
     await store.close();
     throw err;
   }
@@ -89,6 +98,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
       // Stop taking requests first, then hand running jobs back (no lease left behind), then the store.
       const server = app;
       await server.close();
+      await roles?.close();
       await jobs.stop();
       await store.close();
       logger.flush();

@@ -194,8 +194,10 @@ for (const dialect of dialects) {
         const mid = i === 0 ? machine.id : newId();
         if (i > 0) await vault.db.insertInto('machines').values({ ...machine, id: mid, name: `db-${i}` }).execute();
         rows.push({
-          id: newId(), machine_id: mid, pairing_id: pairing.id, state: i % 2 ? 'protected' : 'initial-replication', direction: 'forward',
-          active_site_id: machine.site_id, group_name: null, health: i === 4 ? 'critical' : 'normal', last_point_at: i === 0 ? t - 42_000 : null,
+          id: newId(), machine_id: mid, pairing_id: pairing.id, state: i % 2 || i === 4 ? 'protected' : 'initial-replication', direction: 'forward',
+          // db-4's newest point is a month old: critical under any policy (the server's health
+          // monitor agrees with the fixture, so it does not change it under the test).
+          active_site_id: machine.site_id, group_name: null, health: i === 4 ? 'critical' : 'normal', last_point_at: i === 0 ? t - 42_000 : i === 4 ? t - 30 * 86_400_000 : null,
           details: '{}', version: 1, created_at: t, updated_at: t,
         });
       }
@@ -215,7 +217,7 @@ for (const dialect of dialects) {
       assert.equal(pages, 3);
       assert.deepEqual(seen, rows.map((r) => r.id).sort());
       const prot = await api('GET', '/items?state=protected', { as: 'reader' });
-      assert.equal((prot.body as { items: unknown[] }).items.length, 2);
+      assert.equal((prot.body as { items: unknown[] }).items.length, 3);
       const crit = await api('GET', '/items?health=critical', { as: 'reader' });
       assert.deepEqual((crit.body as { items: { machine: string }[] }).items.map((x) => x.machine), ['db-4']);
       assert.equal((await api('GET', '/items?state=bogus', { as: 'reader' })).status, 400);

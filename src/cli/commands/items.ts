@@ -98,8 +98,8 @@ export function registerItemViews(program: Command): void {
     );
 }
 
-/** Acting on items and reading points: wired in main.ts once the server has these routes. */
-export function registerItemActions(program: Command): void {
+/** Replication: protect, points, scrub. */
+export function registerReplicationVerbs(program: Command): void {
   program
     .command('protect <machine>')
     .description('enable replication of a machine to its pairing\'s recovery site (operator)')
@@ -133,6 +133,21 @@ export function registerItemActions(program: Command): void {
       }),
     );
 
+  program
+    .command('scrub <machine>')
+    .description("re-verify every stored block of a machine's replica; damaged points are marked bad (operator)")
+    .option('--wait', 'follow the job until it ends')
+    .action(
+      verb(async (ctx: Ctx, machine: string) => {
+        const o = ctx.opts as { wait?: boolean };
+        const res = await ctx.client.post(`/items/${seg(machine)}/scrub`);
+        return afterAction(ctx, res, o.wait === true, () => `scrubbing ${machine}'s replica.`);
+      }),
+    );
+}
+
+/** Failover verbs: wired in main.ts once the server has these routes. */
+export function registerItemActions(program: Command): void {
   program
     .command('test-failover <target>')
     .description('start a drill: a replica machine from a point, isolated; replication continues (operator)')

@@ -212,6 +212,10 @@ export class QemuProvider implements MachineProvider {
       this.#points.set(name, opened);
       return opened;
     });
+    return this.#pointOf(name, open);
+  }
+
+  #pointOf(name: string, open: tracking.OpenPoint): Point {
     const nbd = this.paths(name).nbd;
     return {
       id: open.id,
@@ -233,6 +237,17 @@ export class QemuProvider implements MachineProvider {
         },
       })),
     };
+  }
+
+  async adoptPoint(name: string, signal?: AbortSignal): Promise<Point | null> {
+    const open = await this.#trackingOp(name, async (q, def, paths) => {
+      const held = this.#points.get(name);
+      if (held) return held;
+      const adopted = await tracking.adoptPoint(q, def, paths, signal);
+      if (adopted) this.#points.set(name, adopted);
+      return adopted;
+    });
+    return open ? this.#pointOf(name, open) : null;
   }
 
   async releasePoint(point: Point, opts: ReleaseOptions, signal?: AbortSignal): Promise<void> {

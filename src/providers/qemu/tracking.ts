@@ -197,24 +197,62 @@ export async function takePoint(qmp: QmpClient, def: MachineDefinition, paths: V
     for (let i = 0; i < def.disks.length; i++) {
       await qmp.execute('block-export-add', { type: 'nbd', id: exportName(i), 'node-name': fleeceNode(i), name: exportName(i), writable: false, bitmaps: [bitmapName(gen)] }, { signal });
     }
-    const out: OpenPoint['disks'] = [];
-    for (let i = 0; i < def.disks.length; i++) {
-      const context = `qemu:dirty-bitmap:${bitmapName(gen)}`;
-      const client = await NbdClient.connect({ path: paths.nbd }, { exportName: exportName(i), metaContexts: ['base:allocation', context] });
-      let changes: OpenPoint['disks'][number]['changes'];
-      if (gen === 0) {
-        changes = { kind: 'all', reason: 'first point since tracking started: there is no previous point to compare with' };
-      } else {
-        const extents = await client.blockStatusAll(context);
-        changes = { kind: 'extents', extents: mergeExtents(extents.filter((e) => (e.flags & 1) !== 0)), granularity: GRANULARITY };
-      }
-      out.push({ info: disks[i]!, changes, client });
-    }
-    return { id: `${def.name}@${gen}`, generation: gen, takenAt, disks: out };
+    // What a later process needs to adopt this point if this one dies holding it.
+    await writeFile(join(paths.run, 'point.json'), JSON.stringify({ generation: gen, takenAt: takenAt.toISOString() }) + '\n');
+    return { id: `${def.name}@${gen}`, generation: gen, takenAt, disks: await attach(paths, gen, disks) };
   } catch (err) {
     await releasePoint(qmp, def, paths, gen, false).catch(() => undefined);
     throw err;
   }
+}
+
+async function attach(paths: VmPaths, gen: number, disks: DiskInfo[]): Promise<OpenPoint['disks']> {
+  const out: OpenPoint['disks'] = [];
+  try {
+    for (let i = 0; i < disks.length; i++) {
+      const context = `qemu:dirty-bitmap:${bitmapName(gen)}`;
+      const client = await NbdClient.connect({ path: paths.nbd }, { exportName: exportName(i), metaContexts: ['base:allocation', context] });
+      out.push({ info: disks[i]!, changes: { kind: 'all', reason: '' }, client });
+      if (gen === 0) {
+        out[i]!.changes = { kind: 'all', reason: 'first point since tracking started: there is no previous point to compare with' };
+      } else {
+        const extents = await client.blockStatusAll(context);
+        out[i]!.changes = { kind: 'extents', extents: mergeExtents(extents.filter((e) => (e.flags & 1) !== 0)), granularity: GRANULARITY };
+      }
+    }
+  } catch (err) {
+    for (const d of out) await d.client.disconnect().catch(() => undefined);
+    throw err;
+  }
+  return out;
+}
+
+/**
+ * Re-attaches to the point a previous process took and never released — same generation, same
+ * instant, same changes — when QEMU still holds its fleecing overlays and exports. Null when
+ * there is none or it did not survive (QEMU restarted); the caller then takes a new point, and
+ * takePoint folds the old point's changes into it.
+ */
+export async function adoptPoint(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, signal?: AbortSignal): Promise<OpenPoint | null> {
+  const view = await inspect(qmp, def, paths, signal);
+  if (view.status.state !== 'active' || view.stale === undefined) return null;
+  const gen = view.stale;
+  let meta: { generation: number; takenAt: string };
+  try {
+    meta = JSON.parse(await readFile(join(paths.run, 'point.json'), 'utf8')) as { generation: number; takenAt: string };
+  } catch {
+    return null;
+  }
+  if (meta.generation !== gen) return null;
+  const jobs = new Set((await qmp.execute('query-block-jobs', undefined, { signal })).map((j) => j.device));
+  const exports = new Set((await qmp.execute('query-block-exports', undefined, { signal })).map((e) => e.id));
+  if (def.disks.some((_, i) => !jobs.has(fleeceJob(i)) || !exports.has(exportName(i)))) return null;
+  const nodes = await qmp.execute('query-named-block-nodes', { flat: true }, { signal });
+  const disks: DiskInfo[] = def.disks.map((d, i) => ({
+    id: diskNode(i), path: d.path, format: d.format,
+    sizeBytes: nodes.find((n) => n['node-name'] === diskNode(i))?.image['virtual-size'] ?? 0,
+  }));
+  return { id: `${def.name}@${gen}`, generation: gen, takenAt: new Date(meta.takenAt), disks: await attach(paths, gen, disks) };
 }
 
 /** Joins touching extents (flags dropped). */
@@ -259,6 +297,7 @@ export async function releasePoint(qmp: QmpClient, def: MachineDefinition, paths
     if (nodes.has(fleeceNode(i))) await qmp.execute('blockdev-del', { 'node-name': fleeceNode(i) }, { signal });
     await rm(join(paths.run, `fleece${i}.qcow2`), { force: true });
   }
+  await rm(join(paths.run, 'point.json'), { force: true });
   const disks = await readBitmaps(qmp, def, signal);
   const has = (gen2: number): boolean => disks.every((d) => d.bitmaps.has(gen2));
   if (!has(gen)) return;

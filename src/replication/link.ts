@@ -1,0 +1,81 @@
+// What the data-path roles need from the vault, as small interfaces: the agent asks what to
+// replicate and reports progress; the master target asks where a site's replicas live and
+// records, prunes and condemns points; the process server asks for a resync when its cache lost
+// data. In the embedded mode these are direct store calls (local-link.ts); a role running as its
+// own process reaches the same calls over the vault's HTTPS API (http-link.ts).
+
+export interface AssignedDisk {
+  id: string;
+  path: string;
+  sizeBytes: number;
+  format: 'qcow2' | 'raw';
+}
+
+export interface Assignment {
+  itemId: string;
+  machine: string;
+  state: string;
+  direction: 'forward' | 'reverse';
+  sourceSiteId: string;
+  targetSiteId: string;
+  provider: 'qemu' | 'physical';
+  sourceRoot: string;
+  disks: AssignedDisk[];
+  policy: {
+    frequencySeconds: number;
+    retentionSeconds: number;
+    appConsistentSeconds: number;
+    compression: 'zstd' | 'none';
+    bandwidthBps: number;
+  };
+  processServer: string;
+  masterTarget: string;
+  /** The master target lost data or a cache was damaged: the next point must be a full copy. */
+  resync: string | null;
+  /** Machine config (physical hooks etc.). */
+  config: Record<string, unknown>;
+}
+
+export interface ProgressReport {
+  itemId: string;
+  pointId: string;
+  initial: boolean;
+  bytesDone: number;
+  bytesTotal: number;
+  /** Bytes skipped because a previous session had them acknowledged. */
+  bytesSkipped: number;
+  /** The transfer finished and the point's changes were released at the source. */
+  sent: boolean;
+  takenAt: number;
+}
+
+export interface AgentLink {
+  /** Items whose source is one of this agent's sites and which replicate now. */
+  assignments(): Promise<Assignment[]>;
+  progress(report: ProgressReport): Promise<void>;
+  /** The agent did the full copy a resync asked for. */
+  resynced(itemId: string): Promise<void>;
+  event(itemId: string, kind: string, message: string, data?: Record<string, unknown>): Promise<void>;
+}
+
+export interface PointRecord {
+  itemId: string;
+  pointId: string;
+  pointSeq: number;
+  takenAt: number;
+  kind: 'crash' | 'app';
+  disks: { id: string; sizeBytes: number; bytes: number }[];
+}
+
+export interface MasterTargetLink {
+  siteRoot(siteId: string): Promise<string>;
+  /** Idempotent: recording a point twice records it once. */
+  recordPoint(p: PointRecord): Promise<void>;
+  prunePoints(itemId: string, pointIds: string[]): Promise<void>;
+  markBad(itemId: string, pointIds: string[], reason: string): Promise<void>;
+  requestResync(itemId: string, reason: string): Promise<void>;
+}
+
+export interface ProcessServerLink {
+  requestResync(itemId: string, reason: string): Promise<void>;
+}

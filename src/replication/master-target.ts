@@ -1,0 +1,278 @@
+// The master target: at the recovery site, writes received transfers into each disk's replica
+// (src/replica: qcow2 chains, encrypted at rest), names a recovery point in the vault once every
+// disk of the machine holds it, applies the policy's retention, scrubs, and builds the
+// copy-on-write views failover boots from. One transfer per disk at a time; a transfer of a point
+// the disk already holds is answered "all acknowledged", so a relay that crashed after the
+// master target committed does not write it twice.
+import { mkdir, readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import type { PeerCertificate } from 'node:tls';
+import type { Logger } from 'pino';
+import { receiveTransfer } from '../datapath/frame-stream.ts';
+import { conflict, invalid, notFound, ReboundError } from '../domain/errors.ts';
+import { ReplicaDisk } from '../replica/replica-disk.ts';
+import type { AtRestKey, PointWriter, ReplicaView } from '../replica/replica-disk.ts';
+import type { MasterTargetLink } from './link.ts';
+import { listenTransfers } from './wire.ts';
+import type { DataListener, TlsMaterial, TransferHeader } from './wire.ts';
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$/;
+
+export interface MasterTargetOptions {
+  transportKey: Buffer;
+  /** Current at-rest key first; older ones for replicas not yet rekeyed. */
+  atRestKeys: AtRestKey[];
+  /** Replicas are written in plain qcow2 when false (policy encryption 'none'). */
+  encryptAtRest?: boolean;
+  material: TlsMaterial | null;
+  host?: string;
+  port?: number;
+  logger: Logger;
+  link: MasterTargetLink;
+  checkPeer?: (cert: PeerCertificate) => void;
+}
+
+interface Progress { transferId: string; ackedThrough: number }
+const isProgress = (p: unknown): p is Progress => typeof p === 'object' && p !== null && typeof (p as Progress).transferId === 'string';
+
+export interface PointView {
+  pointId: string;
+  disks: { diskId: string; view: ReplicaView; secrets: { id: string; data: string }[] }[];
+}
+
+export class MasterTarget {
+  readonly #o: MasterTargetOptions;
+  #listener: DataListener | undefined;
+  readonly #disks = new Map<string, Promise<ReplicaDisk>>();
+  readonly #busy = new Set<string>();
+  /** Serializes work per item (commit bookkeeping, retention, views). */
+  readonly #itemLocks = new Map<string, Promise<unknown>>();
+  stats = { transfers: 0, points: 0, bytes: 0 };
+
+  constructor(o: MasterTargetOptions) { this.#o = o; }
+
+  get address(): string {
+    if (!this.#listener) throw new Error('master target not started');
+    return this.#listener.address;
+  }
+
+  async start(): Promise<void> {
+    this.#listener = await listenTransfers({
+      host: this.#o.host,
+      port: this.#o.port,
+      material: this.#o.material,
+      checkPeer: this.#o.checkPeer,
+      accept: (h) => this.#accept(h),
+      handle: (h, socket) => this.#receive(h, socket),
+      onError: (err) => this.#o.logger.debug({ err }, 'master target: transfer ended with an error'),
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.#listener?.close();
+    await Promise.all([...this.#itemLocks.values()].map((p) => p.catch(() => undefined)));
+  }
+
+  async itemDir(siteId: string, itemId: string): Promise<string> {
+    if (!ID_RE.test(itemId)) throw invalid('item-id-invalid', `Item id '${itemId}' is not valid.`);
+    return join(await this.#o.link.siteRoot(siteId), 'replicas', itemId);
+  }
+
+  async #accept(h: TransferHeader): Promise<void> {
+    if (typeof h?.transferId !== 'string' || !ID_RE.test(h.itemId ?? '') || !ID_RE.test(h.diskId ?? '') || !ID_RE.test(h.pointId ?? '')) throw invalid('transfer-header-invalid', 'A transfer header names an invalid item, disk or point.');
+    if (!Number.isInteger(h.diskSize) || h.diskSize <= 0 || h.diskSize % 512 !== 0) throw invalid('transfer-header-invalid', `A transfer header gives a disk size of ${h.diskSize}.`);
+    await this.itemDir(h.targetSiteId, h.itemId); // the site must exist
+    const key = `${h.itemId}/${h.diskId}`;
+    if (this.#busy.has(key)) throw conflict('transfer-busy', `Disk ${key} is already receiving a transfer; retry when it ends.`, { retryable: true });
+  }
+
+  async #disk(siteId: string, itemId: string, diskId: string, size: number): Promise<ReplicaDisk> {
+    const dir = join(await this.itemDir(siteId, itemId), diskId);
+    let p = this.#disks.get(dir);
+    if (!p) {
+      p = (async () => {
+        try {
+          return await ReplicaDisk.open(dir, { keys: this.#o.atRestKeys });
+        } catch (err) {
+          if (!(err instanceof ReboundError && err.kind === 'not-found')) throw err;
+          await mkdir(dir, { recursive: true });
+          return ReplicaDisk.create(dir, { size, ...(this.#o.encryptAtRest === false ? {} : { key: this.#o.atRestKeys[0]! }) });
+        }
+      })();
+      this.#disks.set(dir, p);
+      p.catch(() => this.#disks.delete(dir));
+    }
+    return p;
+  }
+
+  async #receive(h: TransferHeader, socket: Duplex): Promise<void> {
+    const key = `${h.itemId}/${h.diskId}`;
+    this.#busy.add(key);
+    let writer: PointWriter | undefined;
+    try {
+      const disk = await this.#disk(h.targetSiteId, h.itemId, h.diskId, h.diskSize);
+      if (disk.size !== h.diskSize) throw conflict('replica-size-changed', `Disk ${h.diskId} of ${h.machine} is ${h.diskSize} bytes now, its replica ${disk.size}: a resized disk needs replication re-enabled.`);
+      let committedNow = false;
+      await receiveTransfer(socket, {
+        vaultKey: this.#o.transportKey,
+        ackedThrough: async (tid) => {
+          if (tid !== h.transferId) throw invalid('transfer-id-mismatch', `The stream says transfer ${tid}, its header ${h.transferId}.`);
+          if (disk.points().some((p) => p.id === h.pointId)) return h.frames;
+          const staged = disk.staged();
+          if (!staged) return -1;
+          if (staged.pointId === h.pointId && isProgress(staged.progress) && staged.progress.transferId === tid) {
+            writer = await disk.resumePoint();
+            return staged.progress.ackedThrough;
+          }
+          // A point that will never be finished (its relay dropped it): discard it.
+          await (await disk.resumePoint()).abort();
+          return -1;
+        },
+        apply: async (frame, tid) => {
+          const fh = frame.header;
+          if (fh.itemId !== h.itemId || fh.diskId !== h.diskId || fh.pointId !== h.pointId) throw invalid('transfer-wrong-disk', `A frame for ${fh.itemId}/${fh.diskId}/${fh.pointId} arrived in transfer ${h.transferId}.`);
+          writer ??= await disk.beginPoint(h.pointId, { progress: { transferId: tid, ackedThrough: -1 } satisfies Progress });
+          await writer.write(fh.offset, frame.data);
+          this.stats.bytes += frame.data.length;
+        },
+        checkpoint: async (tid, seq) => { await writer?.checkpoint({ transferId: tid, ackedThrough: seq } satisfies Progress); },
+        complete: async (tid, frames) => {
+          if (disk.points().some((p) => p.id === h.pointId)) return;
+          writer ??= await disk.beginPoint(h.pointId, { progress: { transferId: tid, ackedThrough: -1 } satisfies Progress });
+          await writer.commit({ createdAt: new Date(h.takenAt).toISOString(), progress: { transferId: tid, ackedThrough: frames } satisfies Progress });
+          writer = undefined;
+          committedNow = true;
+        },
+      });
+      this.stats.transfers++;
+      if (committedNow || disk.points().some((p) => p.id === h.pointId)) await this.#withItem(h.itemId, () => this.#afterCommit(h));
+    } finally {
+      if (writer) await writer.abandon().catch(() => undefined);
+      this.#busy.delete(key);
+    }
+  }
+
+  #withItem<T>(itemId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#itemLocks.get(itemId) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    this.#itemLocks.set(itemId, next);
+    void next.finally(() => { if (this.#itemLocks.get(itemId) === next) this.#itemLocks.delete(itemId); }).catch(() => undefined);
+    return next;
+  }
+
+  /** The replicas of an item's disks that exist. */
+  async #itemDisks(siteId: string, itemId: string): Promise<{ diskId: string; disk: ReplicaDisk }[]> {
+    const dir = await this.itemDir(siteId, itemId);
+    let names: string[];
+    try { names = (await readdir(dir)).filter((n) => ID_RE.test(n)); } catch { return []; }
+    const out: { diskId: string; disk: ReplicaDisk }[] = [];
+    for (const n of names.sort()) {
+      const d = join(dir, n);
+      let p = this.#disks.get(d);
+      if (!p) {
+        p = ReplicaDisk.open(d, { keys: this.#o.atRestKeys });
+        this.#disks.set(d, p);
+        p.catch(() => this.#disks.delete(d));
+      }
+      try { out.push({ diskId: n, disk: await p }); } catch { /* not a replica (half-created): skipped */ }
+    }
+    return out;
+  }
+
+  /** Points every disk of the item holds (good ones), oldest first. */
+  async commonPoints(siteId: string, itemId: string, diskCount?: number): Promise<{ id: string; createdAt: string }[]> {
+    const disks = await this.#itemDisks(siteId, itemId);
+    if (disks.length === 0 || (diskCount !== undefined && disks.length < diskCount)) return [];
+    const [first, ...rest] = disks;
+    return first!.disk.points().filter((p) => !p.bad && rest.every((d) => d.disk.points().some((q) => q.id === p.id && !q.bad))).map((p) => ({ id: p.id, createdAt: p.createdAt }));
+  }
+
+  async #afterCommit(h: TransferHeader): Promise<void> {
+    const common = await this.commonPoints(h.targetSiteId, h.itemId, h.diskCount);
+    if (!common.some((p) => p.id === h.pointId)) return; // other disks of this point still to come
+    const disks = await this.#itemDisks(h.targetSiteId, h.itemId);
+    await this.#o.link.recordPoint({
+      itemId: h.itemId,
+      pointId: h.pointId,
+      pointSeq: h.pointSeq,
+      takenAt: h.takenAt,
+      kind: h.pointKind,
+      disks: disks.map((d) => ({ id: d.diskId, sizeBytes: d.disk.size, bytes: 0 })),
+    });
+    this.stats.points++;
+    await this.#retain(h.targetSiteId, h.itemId, h.retentionSeconds, h.takenAt);
+  }
+
+  /** Keeps every point taken within `retentionSeconds` before the newest, plus the newest one
+   * older than that (the window's edge); older points are merged into the base. */
+  async #retain(siteId: string, itemId: string, retentionSeconds: number, newestAt: number): Promise<void> {
+    const common = await this.commonPoints(siteId, itemId);
+    const edge = newestAt - retentionSeconds * 1000;
+    let oldestKept: string | undefined;
+    for (const p of common) if (Date.parse(p.createdAt) <= edge) oldestKept = p.id;
+    if (!oldestKept || common[0]?.id === oldestKept) return;
+    const dropped = new Set<string>();
+    for (const { disk } of await this.#itemDisks(siteId, itemId)) {
+      const r = await disk.retain(oldestKept);
+      if (r.deferred) return; // a view (test failover) holds the chain; next time
+      for (const id of r.dropped) dropped.add(id);
+    }
+    const gone = common.filter((p) => p.id !== oldestKept && Date.parse(p.createdAt) <= Date.parse(common.find((c) => c.id === oldestKept)!.createdAt)).map((p) => p.id);
+    for (const id of gone) dropped.add(id);
+    if (dropped.size > 0) await this.#o.link.prunePoints(itemId, [...dropped]);
+  }
+
+  /** Re-reads every stored block of the item's replicas; damaged points are marked bad. */
+  async scrub(siteId: string, itemId: string): Promise<{ checkedBlocks: number; badPoints: string[] }> {
+    return this.#withItem(itemId, async () => {
+      let checkedBlocks = 0;
+      const bad = new Set<string>();
+      for (const { disk } of await this.#itemDisks(siteId, itemId)) {
+        const r = await disk.scrub();
+        checkedBlocks += r.checkedBlocks;
+        for (const p of r.badPoints) bad.add(p);
+      }
+      if (bad.size > 0) await this.#o.link.markBad(itemId, [...bad], 'scrub found blocks that no longer match their checksums');
+      return { checkedBlocks, badPoints: [...bad] };
+    });
+  }
+
+  /** Bootable copy-on-write views of a point on every disk, in constant time. */
+  async openViews(siteId: string, itemId: string, pointId: string, viewId: string): Promise<PointView> {
+    return this.#withItem(itemId, async () => {
+      const disks = await this.#itemDisks(siteId, itemId);
+      if (disks.length === 0) throw notFound('replica-not-found', `Item ${itemId} has no replica at this site.`);
+      const out: PointView = { pointId, disks: [] };
+      try {
+        for (const { diskId, disk } of disks) out.disks.push({ diskId, view: await disk.openView(pointId, viewId), secrets: disk.secrets() });
+      } catch (err) {
+        for (const { disk } of disks) await disk.closeView(viewId).catch(() => undefined);
+        throw err;
+      }
+      return out;
+    });
+  }
+
+  async closeViews(siteId: string, itemId: string, viewId: string): Promise<void> {
+    await this.#withItem(itemId, async () => {
+      for (const { disk } of await this.#itemDisks(siteId, itemId)) await disk.closeView(viewId);
+    });
+  }
+
+  /** Bytes the item's replicas take on disk. */
+  async storageBytes(siteId: string, itemId: string): Promise<number> {
+    let n = 0;
+    for (const { disk } of await this.#itemDisks(siteId, itemId)) {
+      for (const f of disk.files()) {
+        try { n += (await stat(f)).blocks * 512; } catch { /* gone */ }
+      }
+    }
+    return n;
+  }
+
+  /** Forgets the open replicas of an item (before its directory is removed). */
+  forget(itemDir: string): void {
+    for (const k of [...this.#disks.keys()]) if (k.startsWith(`${itemDir}/`)) this.#disks.delete(k);
+  }
+}

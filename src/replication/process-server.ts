@@ -1,0 +1,241 @@
+// The process server: receives transfers from agents into its disk cache (spool.ts), which is
+// what it acknowledges, and forwards each cached transfer to the master target — compressed
+// (zstd, per the policy) and encrypted (AES-256-GCM session keys) on that link, under the
+// policy's bandwidth cap — strictly in point order per item, resuming where the master target's
+// acknowledgements stop. Finished transfers leave a tombstone so an agent that reconnects after
+// a crash hears "already acknowledged" rather than sending again.
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { PeerCertificate } from 'node:tls';
+import type { Duplex } from 'node:stream';
+import { receiveTransfer, sendTransfer } from '../datapath/frame-stream.ts';
+import type { PlannedExtent } from '../datapath/frame-stream.ts';
+import { conflict, invalid, ReboundError } from '../domain/errors.ts';
+import { Spool, SpoolEntry } from './spool.ts';
+import type { ProcessServerLink } from './link.ts';
+import { listenTransfers, openTransfer } from './wire.ts';
+import type { DataListener, TlsMaterial, TransferHeader } from './wire.ts';
+import { Throttle } from './throttle.ts';
+
+export interface ProcessServerOptions {
+  dir: string;
+  transportKey: Buffer;
+  material: TlsMaterial | null;
+  host?: string;
+  port?: number;
+  logger: Logger;
+  link?: ProcessServerLink;
+  checkPeer?: (cert: PeerCertificate) => void;
+  /** Frames in flight on each link. */
+  window?: number;
+}
+
+const TOMBSTONE_MS = 3600_000;
+
+export class ProcessServer {
+  readonly #o: ProcessServerOptions;
+  readonly #spool: Spool;
+  #listener: DataListener | undefined;
+  readonly #receiving = new Set<string>();
+  /** Per item: the forwarding loop, woken when a transfer completes. */
+  readonly #forwarders = new Map<string, { wake: () => void; running: Promise<void> }>();
+  #closed = false;
+  readonly #abort = new AbortController();
+  stats = { received: 0, forwarded: 0, bytesIn: 0, bytesOut: 0 };
+
+  constructor(o: ProcessServerOptions) {
+    this.#o = o;
+    this.#spool = new Spool(join(o.dir, 'cache'));
+  }
+
+  get address(): string {
+    if (!this.#listener) throw new Error('process server not started');
+    return this.#listener.address;
+  }
+
+  async start(): Promise<void> {
+    await mkdir(join(this.#o.dir, 'done'), { recursive: true });
+    this.#listener = await listenTransfers({
+      host: this.#o.host,
+      port: this.#o.port,
+      material: this.#o.material,
+      checkPeer: this.#o.checkPeer,
+      accept: (h) => this.#accept(h),
+      handle: (h, socket) => this.#receive(h, socket),
+      onError: (err) => this.#o.logger.debug({ err }, 'process server: transfer ended with an error'),
+    });
+    for (const t of await this.#spool.list()) this.#kick(t.header.itemId);
+    await this.#pruneTombstones();
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#abort.abort();
+    await this.#listener?.close();
+    for (const f of this.#forwarders.values()) f.wake();
+    await Promise.all([...this.#forwarders.values()].map((f) => f.running.catch(() => undefined)));
+  }
+
+  /** Bytes waiting in the cache. */
+  cacheBytes(): Promise<number> { return this.#spool.bytes(); }
+
+  async #accept(h: TransferHeader): Promise<void> {
+    if (this.#closed) throw new ReboundError('unavailable', 'process-server-closing', 'The process server is shutting down.', { retryable: true });
+    if (typeof h?.transferId !== 'string' || typeof h.itemId !== 'string' || !Number.isInteger(h.frames) || h.frames < 0) throw invalid('transfer-header-invalid', 'A transfer header is missing fields.');
+    this.#spool.dirOf(h.transferId);
+    if (this.#receiving.has(h.transferId)) throw conflict('transfer-busy', `Transfer ${h.transferId} is already being received; retry when that connection ends.`, { retryable: true });
+  }
+
+  async #receive(h: TransferHeader, socket: Duplex): Promise<void> {
+    this.#receiving.add(h.transferId);
+    let entry: SpoolEntry | undefined;
+    try {
+      const done = await this.#tombstone(h.transferId);
+      // A newer point of the item makes older unfinished ones pointless: the agent abandoned them.
+      if (done === null) await this.#dropAbandoned(h);
+      entry = done === null ? await this.#spool.open(h) : undefined;
+      await receiveTransfer(socket, {
+        vaultKey: this.#o.transportKey,
+        ackedThrough: async (tid) => {
+          if (tid !== h.transferId) throw invalid('transfer-id-mismatch', `The stream says transfer ${tid}, its header ${h.transferId}.`);
+          if (done !== null || entry!.complete) return h.frames;
+          return entry!.ackedThrough;
+        },
+        apply: async (frame) => {
+          const fh = frame.header;
+          if (fh.itemId !== h.itemId || fh.diskId !== h.diskId || fh.pointId !== h.pointId) throw invalid('transfer-wrong-disk', `A frame for ${fh.itemId}/${fh.diskId}/${fh.pointId} arrived in transfer ${h.transferId}.`);
+          await entry!.append(fh.seq, fh.offset, frame.data, frame.checksum);
+          this.stats.bytesIn += frame.data.length;
+        },
+        checkpoint: async (_tid, seq) => { await entry!.checkpoint(seq); },
+        complete: async (_tid, frames) => {
+          if (entry && !entry.complete) await entry.checkpoint(frames - 1, true);
+        },
+      });
+      this.stats.received++;
+    } finally {
+      this.#receiving.delete(h.transferId);
+      await entry?.close();
+      this.#kick(h.itemId);
+    }
+  }
+
+  async #dropAbandoned(h: TransferHeader): Promise<void> {
+    for (const t of await this.#spool.list()) {
+      if (t.header.itemId === h.itemId && t.header.pointSeq < h.pointSeq && !t.complete && !this.#receiving.has(t.transferId)) {
+        this.#o.logger.info({ transfer: t.transferId }, 'process server: dropping an unfinished transfer the agent abandoned');
+        await rm(join(this.#spool.root, t.transferId), { recursive: true, force: true });
+      }
+    }
+  }
+
+  #kick(itemId: string): void {
+    const f = this.#forwarders.get(itemId);
+    if (f) return f.wake();
+    let wake: () => void = () => undefined;
+    let woken = false;
+    const state = { wake: () => { woken = true; wake(); }, running: Promise.resolve() };
+    state.running = (async () => {
+      let backoff = 500;
+      while (!this.#closed) {
+        woken = false;
+        let next;
+        try {
+          next = await this.#nextFor(itemId);
+        } catch (err) {
+          this.#o.logger.warn({ err }, 'process server: cannot read the cache');
+          next = undefined;
+        }
+        if (next === null) break; // nothing cached for the item
+        if (next === undefined) {
+          // The next transfer in order is still being received.
+          if (!woken) await new Promise<void>((r) => { wake = r; setTimeout(r, 1000); });
+          continue;
+        }
+        try {
+          await this.#forward(next);
+          backoff = 500;
+        } catch (err) {
+          if (this.#closed) break;
+          if (err instanceof ReboundError && err.code === 'spool-checksum-mismatch') {
+            await this.#condemn(itemId, err.message);
+            continue;
+          }
+          this.#o.logger.warn({ err: { code: (err as ReboundError).code, message: (err as Error).message }, transfer: next }, 'process server: forwarding failed; retrying');
+          await new Promise<void>((r) => { wake = r; setTimeout(r, backoff); });
+          backoff = Math.min(backoff * 2, 15_000);
+        }
+      }
+      this.#forwarders.delete(itemId);
+    })();
+    this.#forwarders.set(itemId, state);
+  }
+
+  /** The item's oldest cached transfer if complete; undefined if it is still arriving; null if none. */
+  async #nextFor(itemId: string): Promise<string | null | undefined> {
+    const mine = (await this.#spool.list()).filter((t) => t.header.itemId === itemId);
+    mine.sort((a, b) => a.header.pointSeq - b.header.pointSeq || a.header.diskIndex - b.header.diskIndex);
+    const first = mine[0];
+    if (!first) return null;
+    return first.complete ? first.transferId : undefined;
+  }
+
+  async #forward(transferId: string): Promise<void> {
+    const entry = await SpoolEntry.open(this.#spool.dirOf(transferId));
+    try {
+      const h = entry.header;
+      const plan: PlannedExtent[] = [];
+      const index = new WeakMap<PlannedExtent, number>();
+      for (let i = 0; i < entry.records; i++) {
+        const e = { itemId: h.itemId, diskId: h.diskId, pointId: h.pointId, ...entry.extent(i) };
+        index.set(e, i);
+        plan.push(e);
+      }
+      const throttle = h.bandwidthBps > 0 ? new Throttle(h.bandwidthBps) : null;
+      const socket = await openTransfer(h.masterTarget, h, this.#o.material, { signal: this.#abort.signal });
+      await sendTransfer(socket, {
+        vaultKey: this.#o.transportKey,
+        transferId: h.transferId,
+        plan,
+        window: this.#o.window ?? 32,
+        zstdLevel: h.compression === 'zstd' ? undefined : null,
+        read: async (e) => {
+          const { data } = await entry.read(index.get(e)!);
+          if (throttle) await throttle.take(data.length, this.#abort.signal);
+          this.stats.bytesOut += data.length;
+          return data;
+        },
+      });
+      await writeFile(join(this.#o.dir, 'done', transferId), JSON.stringify({ frames: h.frames, at: Date.now() }));
+      await entry.remove();
+      this.stats.forwarded++;
+    } finally {
+      await entry.close().catch(() => undefined);
+    }
+  }
+
+  async #condemn(itemId: string, reason: string): Promise<void> {
+    this.#o.logger.error({ item: itemId, reason }, 'process server: cached data is damaged; dropping the item\'s cache and asking for a resync');
+    for (const t of await this.#spool.list()) {
+      if (t.header.itemId === itemId && !this.#receiving.has(t.transferId)) await rm(join(this.#spool.root, t.transferId), { recursive: true, force: true });
+    }
+    await this.#o.link?.requestResync(itemId, reason);
+  }
+
+  async #tombstone(transferId: string): Promise<number | null> {
+    try {
+      return (JSON.parse(await readFile(join(this.#o.dir, 'done', transferId), 'utf8')) as { frames: number }).frames;
+    } catch {
+      return null;
+    }
+  }
+
+  async #pruneTombstones(): Promise<void> {
+    const dir = join(this.#o.dir, 'done');
+    for (const n of await readdir(dir)) {
+      const s = await stat(join(dir, n)).catch(() => null);
+      if (s && Date.now() - s.mtimeMs > TOMBSTONE_MS) await rm(join(dir, n), { force: true });
+    }
+  }
+}

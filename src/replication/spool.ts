@@ -1,0 +1,189 @@
+// The process server's disk cache: one directory per transfer, holding the header, an append-only
+// log of the received extents (offset, length, the source's BLAKE3, data) and a small state file
+// saying how much of the log is durable and acknowledged. The agent's transfer is acknowledged
+// once its frames are here, fsynced; the forwarder then replays the log to the master target at
+// whatever pace the link allows. So when the link is slower than the churn, the cache grows
+// instead of the agent stalling, and a killed process server resumes both sides from the state
+// file: the log is cut back to its durable length, nothing acknowledged is lost.
+import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { checksum } from '../datapath/checksum.ts';
+import { ReboundError } from '../domain/errors.ts';
+import { fsyncDir, writeFileAtomic } from '../replica/durable.ts';
+import type { TransferHeader } from './wire.ts';
+
+const RECORD_HEAD = 8 + 4 + 32;
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$/;
+
+interface SpoolState {
+  ackedThrough: number;
+  bytes: number;
+  complete: boolean;
+}
+
+interface RecordPos {
+  pos: number;
+  offset: number;
+  length: number;
+}
+
+export class SpoolEntry {
+  readonly dir: string;
+  readonly header: TransferHeader;
+  #fh: FileHandle;
+  #state: SpoolState;
+  #records: RecordPos[];
+  #end: number;
+
+  private constructor(dir: string, header: TransferHeader, fh: FileHandle, state: SpoolState, records: RecordPos[]) {
+    this.dir = dir;
+    this.header = header;
+    this.#fh = fh;
+    this.#state = state;
+    this.#records = records;
+    this.#end = state.bytes;
+  }
+
+  static async open(dir: string, header?: TransferHeader): Promise<SpoolEntry> {
+    await mkdir(dir, { recursive: true });
+    let h: TransferHeader;
+    const headerFile = join(dir, 'header.json');
+    try {
+      h = JSON.parse(await readFile(headerFile, 'utf8')) as TransferHeader;
+    } catch {
+      if (!header) throw new ReboundError('not-found', 'spool-missing', `No cached transfer in ${dir}.`);
+      h = header;
+      await writeFileAtomic(headerFile, JSON.stringify(h));
+    }
+    let state: SpoolState = { ackedThrough: -1, bytes: 0, complete: false };
+    try {
+      state = JSON.parse(await readFile(join(dir, 'state.json'), 'utf8')) as SpoolState;
+    } catch {
+      // new
+    }
+    const fh = await open(join(dir, 'data.log'), 'a+');
+    // Whatever was written after the last checkpoint was never acknowledged: cut it off.
+    const size = (await fh.stat()).size;
+    if (size > state.bytes) await fh.truncate(state.bytes);
+    if (size < state.bytes) {
+      await fh.close();
+      throw new ReboundError('internal', 'spool-damaged', `The cache of transfer ${h.transferId} is shorter than its state says (${size} < ${state.bytes}).`);
+    }
+    const records: RecordPos[] = [];
+    const head = Buffer.alloc(RECORD_HEAD);
+    for (let pos = 0; pos < state.bytes; ) {
+      await fh.read(head, 0, RECORD_HEAD, pos);
+      const length = head.readUInt32BE(8);
+      records.push({ pos, offset: Number(head.readBigUInt64BE(0)), length });
+      pos += RECORD_HEAD + length;
+    }
+    if (records.length !== state.ackedThrough + 1) {
+      await fh.close();
+      throw new ReboundError('internal', 'spool-damaged', `The cache of transfer ${h.transferId} holds ${records.length} records, its state says ${state.ackedThrough + 1}.`);
+    }
+    return new SpoolEntry(dir, h, fh, state, records);
+  }
+
+  get ackedThrough(): number { return this.#state.ackedThrough; }
+  get complete(): boolean { return this.#state.complete; }
+  get records(): number { return this.#records.length; }
+  get bytes(): number { return this.#end; }
+
+  /** Appends frame `seq` (must be the next one). Not durable until checkpoint. */
+  async append(seq: number, offset: number, data: Uint8Array, sum: Uint8Array): Promise<void> {
+    if (seq !== this.#records.length) throw new ReboundError('internal', 'spool-out-of-order', `Frame ${seq} arrived for cache record ${this.#records.length}.`);
+    const head = Buffer.alloc(RECORD_HEAD);
+    head.writeBigUInt64BE(BigInt(offset), 0);
+    head.writeUInt32BE(data.length, 8);
+    Buffer.from(sum).copy(head, 12);
+    const pos = this.#end;
+    await this.#fh.write(head, 0, RECORD_HEAD, pos);
+    await this.#fh.write(data, 0, data.length, pos + RECORD_HEAD);
+    this.#end = pos + RECORD_HEAD + data.length;
+    this.#records.push({ pos, offset, length: data.length });
+  }
+
+  async checkpoint(ackedThrough: number, complete = false): Promise<void> {
+    await this.#fh.datasync();
+    this.#state = { ackedThrough, bytes: this.#end, complete };
+    await writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(this.#state));
+  }
+
+  /** Record `i` as sent: its data, checked against the source's checksum. */
+  async read(i: number): Promise<{ offset: number; data: Buffer }> {
+    const r = this.#records[i];
+    if (!r) throw new ReboundError('internal', 'spool-out-of-range', `Cache record ${i} of transfer ${this.header.transferId} does not exist.`);
+    const buf = Buffer.alloc(RECORD_HEAD + r.length);
+    await this.#fh.read(buf, 0, buf.length, r.pos);
+    const data = buf.subarray(RECORD_HEAD);
+    if (!checksum(data).equals(buf.subarray(12, 44))) {
+      throw new ReboundError('internal', 'spool-checksum-mismatch', `Cache record ${i} of transfer ${this.header.transferId} (offset ${r.offset}) no longer matches the source's checksum: the cache disk corrupted it.`, {
+        hint: 'The transfer is dropped from the cache and the agent resends the point.',
+      });
+    }
+    return { offset: r.offset, data };
+  }
+
+  extent(i: number): { offset: number; length: number } {
+    const r = this.#records[i]!;
+    return { offset: r.offset, length: r.length };
+  }
+
+  async close(): Promise<void> { await this.#fh.close(); }
+
+  async remove(): Promise<void> {
+    await this.#fh.close().catch(() => undefined);
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
+
+export class Spool {
+  readonly root: string;
+  constructor(root: string) { this.root = root; }
+
+  dirOf(transferId: string): string {
+    if (!ID_RE.test(transferId)) throw new ReboundError('invalid', 'transfer-id-invalid', `Transfer id '${transferId}' has characters a cache directory cannot use.`);
+    return join(this.root, transferId);
+  }
+
+  async open(header: TransferHeader): Promise<SpoolEntry> {
+    await mkdir(this.root, { recursive: true });
+    const e = await SpoolEntry.open(this.dirOf(header.transferId), header);
+    await fsyncDir(this.root);
+    return e;
+  }
+
+  /** Transfers in the cache (after a restart): header and whether each is complete. */
+  async list(): Promise<{ transferId: string; header: TransferHeader; complete: boolean }[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.root);
+    } catch {
+      return [];
+    }
+    const out: { transferId: string; header: TransferHeader; complete: boolean }[] = [];
+    for (const n of names) {
+      try {
+        const header = JSON.parse(await readFile(join(this.root, n, 'header.json'), 'utf8')) as TransferHeader;
+        let complete = false;
+        try {
+          complete = (JSON.parse(await readFile(join(this.root, n, 'state.json'), 'utf8')) as SpoolState).complete;
+        } catch { /* nothing acknowledged yet */ }
+        out.push({ transferId: n, header, complete });
+      } catch {
+        // A directory whose header never became durable: nothing in it was acknowledged.
+        await rm(join(this.root, n), { recursive: true, force: true });
+      }
+    }
+    return out;
+  }
+
+  async bytes(): Promise<number> {
+    let n = 0;
+    for (const t of await this.list()) {
+      try { n += (await stat(join(this.root, t.transferId, 'data.log'))).size; } catch { /* gone */ }
+    }
+    return n;
+  }
+}

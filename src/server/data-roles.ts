@@ -1,0 +1,106 @@
+// The embedded mode's data path: agent, process server and master target inside `rebound serve`
+// (seed 004's configuration server), talking to each other over the same TLS data connections
+// they use as separate processes, and to the vault through direct store calls. Also the health
+// monitor and the job kinds that need these roles.
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { JobEngine } from '../jobs/engine.ts';
+import type { MachineProvider } from '../providers/provider.ts';
+import { QemuProvider } from '../providers/qemu/qemu-provider.ts';
+import { Agent } from '../replication/agent.ts';
+import type { Assignment } from '../replication/link.ts';
+import { MasterTarget } from '../replication/master-target.ts';
+import { ProcessServer } from '../replication/process-server.ts';
+import type { TlsMaterial } from '../replication/wire.ts';
+import type { Store } from '../store/open.ts';
+import { startHealthMonitor } from '../vault/health-monitor.ts';
+import { ItemActions } from '../vault/item-actions.ts';
+import { protectJob } from '../vault/jobs/protect.ts';
+import { scrubJob } from '../vault/jobs/scrub.ts';
+import type { VaultKeys } from '../vault/keys.ts';
+import { ReplicationCatalogue } from '../vault/replication-catalogue.ts';
+import { ReboundError } from '../domain/errors.ts';
+
+export interface DataRolesOptions {
+  store: Store;
+  jobs: JobEngine;
+  logger: Logger;
+  dataDir: string;
+  keys: VaultKeys;
+  /** TLS material for the embedded roles (issued by the vault CA). */
+  material: TlsMaterial | null;
+  /** Run agent / process server / master target here (default all). */
+  roles?: { agent?: boolean; processServer?: boolean; masterTarget?: boolean };
+  onRpo?(machine: string, seconds: number | null): void;
+}
+
+export interface DataRoles {
+  actions: ItemActions;
+  catalogue: ReplicationCatalogue;
+  agent: Agent | undefined;
+  processServer: ProcessServer | undefined;
+  masterTarget: MasterTarget | undefined;
+  close(): Promise<void>;
+}
+
+/** One provider instance per site root and kind, shared by every item of the site. */
+export function providerCache(): (a: Pick<Assignment, 'provider' | 'sourceRoot'>) => MachineProvider {
+  const cache = new Map<string, MachineProvider>();
+  return (a) => {
+    const key = `${a.provider}:${a.sourceRoot}`;
+    let p = cache.get(key);
+    if (!p) {
+      if (a.provider === 'qemu') p = new QemuProvider({ root: a.sourceRoot });
+      else throw new ReboundError('conflict', 'provider-unavailable', `The ${a.provider} provider is not available in this build.`);
+      cache.set(key, p);
+    }
+    return p;
+  };
+}
+
+export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
+  const roles = { agent: true, processServer: true, masterTarget: true, ...o.roles };
+  let ps: ProcessServer | undefined;
+  let mt: MasterTarget | undefined;
+  const catalogue = new ReplicationCatalogue(o.store, {
+    processServer: () => ps?.address ?? '',
+    masterTarget: () => mt?.address ?? '',
+  });
+  const actions = new ItemActions(o.store, o.jobs);
+  o.jobs.register(protectJob(o.store, actions));
+  const started: { close(): Promise<void> }[] = [];
+  try {
+    if (roles.masterTarget) {
+      mt = new MasterTarget({ transportKey: o.keys.transport, atRestKeys: o.keys.atRestKeys, material: o.material, logger: o.logger.child({ role: 'master-target' }), link: catalogue.masterTargetLink() });
+      await mt.start();
+      started.push(mt);
+      o.jobs.register(scrubJob(o.store, mt));
+    }
+    if (roles.processServer) {
+      ps = new ProcessServer({ dir: join(o.dataDir, 'process-server'), transportKey: o.keys.transport, material: o.material, logger: o.logger.child({ role: 'process-server' }), link: catalogue.masterTargetLink() });
+      await ps.start();
+      started.push(ps);
+    }
+    let agent: Agent | undefined;
+    if (roles.agent) {
+      agent = new Agent({ stateDir: join(o.dataDir, 'agent'), link: catalogue.agentLink(), providerFor: providerCache(), transportKey: o.keys.transport, material: o.material, logger: o.logger.child({ role: 'agent' }) });
+      agent.start();
+      started.push({ close: () => agent!.stop() });
+    }
+    const health = startHealthMonitor({ store: o.store, logger: o.logger.child({ role: 'health' }), ...(o.onRpo ? { onRpo: o.onRpo } : {}) });
+    started.push({ close: () => health.stop() });
+    return {
+      actions,
+      catalogue,
+      agent,
+      processServer: ps,
+      masterTarget: mt,
+      async close() {
+        for (const s of started.reverse()) await s.close().catch((err: unknown) => o.logger.warn({ err }, 'stopping a data role failed'));
+      },
+    };
+  } catch (err) {
+    for (const s of started.reverse()) await s.close().catch(() => undefined);
+    throw err;
+  }
+}

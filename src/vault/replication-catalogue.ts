@@ -1,0 +1,163 @@
+// The vault's side of replication: which items each agent replicates (assignments), the
+// recovery-point catalogue the master target writes, and the progress the agent reports. Used
+// directly by the embedded roles (LocalLink) and by the /replication API routes that separate
+// role processes call. Writes are idempotent so a role that retries after a crash records once.
+import { REPLICATING_STATES } from '../domain/lifecycle.ts';
+import type { Store } from '../store/open.ts';
+import { now, parseJson } from '../store/open.ts';
+import { transaction } from '../store/tx.ts';
+import type { AgentLink, Assignment, AssignedDisk, MasterTargetLink, PointRecord, ProgressReport } from '../replication/link.ts';
+import { recordEvent } from './events.ts';
+import { notFound } from '../domain/errors.ts';
+
+export interface Endpoints {
+  processServer(itemId: string): string;
+  masterTarget(siteId: string): string;
+}
+
+type Details = Record<string, unknown> & { replication?: Record<string, unknown>; resync?: string | null };
+
+export class ReplicationCatalogue {
+  readonly store: Store;
+  readonly #endpoints: Endpoints;
+
+  constructor(store: Store, endpoints: Endpoints) {
+    this.store = store;
+    this.#endpoints = endpoints;
+  }
+
+  /** Items that replicate now whose source is one of `siteIds` (all sites when undefined). */
+  async assignments(siteIds?: readonly string[]): Promise<Assignment[]> {
+    const rows = await this.store.db
+      .selectFrom('protected_items as i')
+      .innerJoin('machines as m', 'm.id', 'i.machine_id')
+      .innerJoin('pairings as p', 'p.id', 'i.pairing_id')
+      .innerJoin('policies as pol', 'pol.id', 'p.policy_id')
+      .select([
+        'i.id as itemId', 'i.state', 'i.direction', 'i.details', 'm.name as machine', 'm.disks', 'm.config', 'm.kind',
+        'p.primary_site_id', 'p.recovery_site_id', 'pol.frequency_s', 'pol.retention_s', 'pol.app_consistent_s', 'pol.compression', 'pol.bandwidth_bps',
+      ])
+      .where('i.state', 'in', [...REPLICATING_STATES])
+      .execute();
+    const sites = new Map((await this.store.db.selectFrom('sites').select(['id', 'root', 'provider']).execute()).map((s) => [s.id, s]));
+    const out: Assignment[] = [];
+    for (const r of rows) {
+      const forward = r.direction === 'forward';
+      const sourceSiteId = forward ? r.primary_site_id : r.recovery_site_id;
+      const targetSiteId = forward ? r.recovery_site_id : r.primary_site_id;
+      if (siteIds && !siteIds.includes(sourceSiteId)) continue;
+      const source = sites.get(sourceSiteId);
+      if (!source) continue;
+      const details = parseJson<Details>(r.details, {});
+      // After a failover the machine runs as the replica machine recorded on the item.
+      const running = (details['runningAs'] as { name?: string; disks?: AssignedDisk[] } | undefined) ?? undefined;
+      out.push({
+        itemId: r.itemId,
+        machine: running?.name ?? r.machine,
+        state: r.state,
+        direction: r.direction as 'forward' | 'reverse',
+        sourceSiteId,
+        targetSiteId,
+        provider: source.provider as 'qemu' | 'physical',
+        sourceRoot: source.root,
+        disks: running?.disks ?? parseJson<AssignedDisk[]>(r.disks, []),
+        policy: {
+          frequencySeconds: r.frequency_s,
+          retentionSeconds: r.retention_s,
+          appConsistentSeconds: r.app_consistent_s,
+          compression: r.compression === 'zstd' ? 'zstd' : 'none',
+          bandwidthBps: Number(r.bandwidth_bps),
+        },
+        processServer: this.#endpoints.processServer(r.itemId),
+        masterTarget: this.#endpoints.masterTarget(targetSiteId),
+        resync: typeof details.resync === 'string' ? details.resync : null,
+        config: parseJson<Record<string, unknown>>(r.config, {}),
+      });
+    }
+    return out;
+  }
+
+  async #updateDetails(itemId: string, fn: (d: Details) => Details | null): Promise<void> {
+    await transaction(this.store, async (tx) => {
+      const row = await tx.selectFrom('protected_items').select(['details']).where('id', '=', itemId).executeTakeFirst();
+      if (!row) return;
+      const next = fn(parseJson<Details>(row.details, {}));
+      if (next === null) return;
+      await tx.updateTable('protected_items').set({ details: JSON.stringify(next), updated_at: now() }).where('id', '=', itemId).execute();
+    });
+  }
+
+  async progress(r: ProgressReport): Promise<void> {
+    // Delta cycles report nothing here: RPO comes from the points. Initial copies report % often.
+    if (!r.initial) return;
+    await this.#updateDetails(r.itemId, (d) => ({
+      ...d,
+      replication: { phase: r.sent ? 'initial-sent' : 'initial', pointId: r.pointId, bytesDone: r.bytesDone, bytesTotal: r.bytesTotal, bytesSkipped: r.bytesSkipped, at: now() },
+    }));
+  }
+
+  async resynced(itemId: string): Promise<void> {
+    await this.#updateDetails(itemId, (d) => (d.resync ? { ...d, resync: null } : null));
+  }
+
+  async requestResync(itemId: string, reason: string): Promise<void> {
+    await this.#updateDetails(itemId, (d) => ({ ...d, resync: reason }));
+    await recordEvent(this.store, { kind: 'resync-requested', itemId, message: `A full resynchronisation was requested: ${reason}` });
+  }
+
+  async event(itemId: string, kind: string, message: string, data?: Record<string, unknown>): Promise<void> {
+    await recordEvent(this.store, { kind, itemId, message, ...(data ? { data } : {}) });
+  }
+
+  async siteRoot(siteId: string): Promise<string> {
+    const s = await this.store.db.selectFrom('sites').select('root').where('id', '=', siteId).executeTakeFirst();
+    if (!s) throw notFound('site.not-found', `No site has id ${siteId}.`);
+    return s.root;
+  }
+
+  async recordPoint(p: PointRecord): Promise<void> {
+    await transaction(this.store, async (tx) => {
+      const item = await tx.selectFrom('protected_items').select(['id', 'last_point_at']).where('id', '=', p.itemId).executeTakeFirst();
+      if (!item) return; // replication was disabled meanwhile
+      const have = await tx.selectFrom('recovery_points').select('id').where('id', '=', p.pointId).executeTakeFirst();
+      if (have) return;
+      await tx
+        .insertInto('recovery_points')
+        .values({ id: p.pointId, item_id: p.itemId, taken_at: p.takenAt, kind: p.kind, group_point_id: null, status: 'ok', disks: JSON.stringify({ seq: p.pointSeq, disks: p.disks }), created_at: now() })
+        .execute();
+      if (item.last_point_at === null || Number(item.last_point_at) < p.takenAt) {
+        await tx.updateTable('protected_items').set({ last_point_at: p.takenAt, updated_at: now() }).where('id', '=', p.itemId).execute();
+      }
+    });
+  }
+
+  async prunePoints(itemId: string, pointIds: string[]): Promise<void> {
+    if (pointIds.length === 0) return;
+    await this.store.db.deleteFrom('recovery_points').where('item_id', '=', itemId).where('id', 'in', pointIds).execute();
+  }
+
+  async markBad(itemId: string, pointIds: string[], reason: string): Promise<void> {
+    if (pointIds.length === 0) return;
+    await this.store.db.updateTable('recovery_points').set({ status: 'bad' }).where('item_id', '=', itemId).where('id', 'in', pointIds).execute();
+    await recordEvent(this.store, { kind: 'points-bad', itemId, message: `${pointIds.length} recovery point(s) marked bad: ${reason}. They are never used for failover.`, data: { points: pointIds } });
+  }
+
+  agentLink(siteIds?: readonly string[]): AgentLink {
+    return {
+      assignments: () => this.assignments(siteIds),
+      progress: (r) => this.progress(r),
+      resynced: (id) => this.resynced(id),
+      event: (id, kind, message, data) => this.event(id, kind, message, data),
+    };
+  }
+
+  masterTargetLink(): MasterTargetLink {
+    return {
+      siteRoot: (id) => this.siteRoot(id),
+      recordPoint: (p) => this.recordPoint(p),
+      prunePoints: (id, ids) => this.prunePoints(id, ids),
+      markBad: (id, ids, reason) => this.markBad(id, ids, reason),
+      requestResync: (id, reason) => this.requestResync(id, reason),
+    };
+  }
+}
