@@ -1,0 +1,2 @@
+// Vite's module types (CSS imports) for the type checker.
+/// <reference types="vite/client" />
