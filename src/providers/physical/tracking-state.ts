@@ -1,0 +1,143 @@
+// What digest tracking of a physical machine keeps on disk, so it outlives the process:
+//   tracking.json   tracking was started (and with which digest block size)
+//   base.json       the last consumed point: its id and, per disk, the digest map file
+//   open.json       the point taken and not yet released: id, instant, per-disk changes, maps
+//   maps/ID.N.dg    one disk's digest map (a small header, then 16 bytes per block)
+// Maps are written and fsynced before the JSON file that names them is replaced atomically, so
+// a crash at any moment leaves either the old or the new state, never one that names a missing
+// or torn map. The next point's changes are the blocks whose digest differs from the base.
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { DigestMap } from '../../datapath/digest.ts';
+import { DIGEST_BYTES } from '../../datapath/digest.ts';
+import { fsyncPath, writeFileAtomic } from '../../replica/durable.ts';
+import type { DiskChanges, DiskInfo } from '../provider.ts';
+
+const MAGIC = Buffer.from('RBDIGST1');
+const HEADER = 32;
+
+export interface TrackingMarker {
+  startedAt: string;
+  blockSize: number;
+}
+
+export interface BaseDisk {
+  path: string;
+  sizeBytes: number;
+  /** File name under maps/. */
+  map: string;
+}
+
+export interface BaseState {
+  pointId: string;
+  takenAt: string;
+  disks: BaseDisk[];
+}
+
+export interface OpenDisk {
+  disk: DiskInfo;
+  changes: DiskChanges;
+  map: string;
+}
+
+export interface OpenState {
+  id: string;
+  machine: string;
+  takenAt: string;
+  disks: OpenDisk[];
+}
+
+export class TrackingFiles {
+  readonly dir: string;
+
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  get mapsDir(): string {
+    return join(this.dir, 'maps');
+  }
+
+  mapFile(name: string): string {
+    return join(this.mapsDir, name);
+  }
+
+  readMarker(): Promise<TrackingMarker | undefined> {
+    return this.#readJson<TrackingMarker>('tracking.json');
+  }
+
+  async writeMarker(m: TrackingMarker): Promise<void> {
+    await mkdir(this.mapsDir, { recursive: true });
+    await writeFileAtomic(join(this.dir, 'tracking.json'), JSON.stringify(m) + '\n');
+  }
+
+  readBase(): Promise<BaseState | undefined> {
+    return this.#readJson<BaseState>('base.json');
+  }
+
+  async writeBase(b: BaseState): Promise<void> {
+    await writeFileAtomic(join(this.dir, 'base.json'), JSON.stringify(b) + '\n');
+  }
+
+  readOpen(): Promise<OpenState | undefined> {
+    return this.#readJson<OpenState>('open.json');
+  }
+
+  async writeOpen(o: OpenState): Promise<void> {
+    await writeFileAtomic(join(this.dir, 'open.json'), JSON.stringify(o) + '\n');
+  }
+
+  async removeOpen(): Promise<void> {
+    await rm(join(this.dir, 'open.json'), { force: true });
+  }
+
+  /** Removes map files no state names (left by released or abandoned points). */
+  async pruneMaps(): Promise<void> {
+    const keep = new Set<string>();
+    for (const d of (await this.readBase())?.disks ?? []) keep.add(d.map);
+    for (const d of (await this.readOpen())?.disks ?? []) keep.add(d.map);
+    const files = await readdir(this.mapsDir).catch(() => [] as string[]);
+    for (const f of files) if (!keep.has(f)) await rm(this.mapFile(f), { force: true });
+  }
+
+  async removeAll(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  async writeMap(name: string, map: DigestMap): Promise<void> {
+    await mkdir(this.mapsDir, { recursive: true });
+    const head = Buffer.alloc(HEADER);
+    MAGIC.copy(head, 0);
+    head.writeUInt32LE(map.blockSize, 8);
+    head.writeBigUInt64LE(BigInt(map.size), 16);
+    head.writeUInt32LE(map.digests.length / DIGEST_BYTES, 24);
+    const file = this.mapFile(name);
+    await writeFile(file, Buffer.concat([head, map.digests]));
+    await fsyncPath(file);
+  }
+
+  /** A saved map, or a sentence saying why it cannot be used. */
+  async readMap(name: string): Promise<DigestMap | string> {
+    let buf: Buffer;
+    try {
+      buf = await readFile(this.mapFile(name));
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ENOENT' ? `its digest map ${name} is missing` : `its digest map ${name} cannot be read (${(err as Error).message})`;
+    }
+    if (buf.length < HEADER || !buf.subarray(0, 8).equals(MAGIC)) return `its digest map ${name} is not a digest map`;
+    const blockSize = buf.readUInt32LE(8);
+    const size = Number(buf.readBigUInt64LE(16));
+    const count = buf.readUInt32LE(24);
+    if (blockSize === 0 || count !== Math.ceil(size / blockSize) || buf.length !== HEADER + count * DIGEST_BYTES) return `its digest map ${name} is truncated or damaged`;
+    return { blockSize, size, digests: buf.subarray(HEADER) };
+  }
+
+  async #readJson<T>(file: string): Promise<T | undefined> {
+    try {
+      return JSON.parse(await readFile(join(this.dir, file), 'utf8')) as T;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+}
