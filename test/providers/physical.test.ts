@@ -115,6 +115,21 @@ describe('definitions and power hooks', () => {
     assert.deepEqual(await p.discover(), []);
   });
 
+  test('ensureDefined writes the vault\'s view of a machine only when it differs', async () => {
+    const p = new PhysicalProvider({ root });
+    const disk = await sparseDisk('ens.raw', MiB);
+    const file = join(root, '.rebound/physical/ens/machine.json');
+    await p.ensureDefined(physicalMachine('ens', [disk]));
+    const first = await readFile(file, 'utf8');
+    await writeFile(file, first.replace('"memoryMiB": 1024', '"memoryMiB":  1024')); // same content, other bytes
+    await p.ensureDefined(physicalMachine('ens', [disk]));
+    assert.match(await readFile(file, 'utf8'), /"memoryMiB": {2}1024/); // left alone
+    await p.ensureDefined(physicalMachine('ens', [disk], { status: 'false' }));
+    assert.equal((await p.state('ens')).state, 'stopped');
+    await rejectsWith(p.ensureDefined(physicalMachine('ens', [join(dir, 'nowhere.raw')])), 'machine-definition-invalid');
+    await p.undefine('ens');
+  });
+
   test('without hooks: running, and shutdown is refused with the reason', async () => {
     const p = new PhysicalProvider({ root });
     const disk = await sparseDisk('bare.raw', MiB);

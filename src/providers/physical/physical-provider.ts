@@ -129,6 +129,25 @@ export class PhysicalProvider implements MachineProvider {
     });
   }
 
+  /** Makes the definition on disk match `def` (the vault's machine row: its disks and hooks),
+   * writing it only when absent or different, without asking the machine anything. Tracking
+   * state is kept: a disk whose path changed gets a full copy at the next point. */
+  async ensureDefined(def: PhysicalDefinition, signal?: AbortSignal): Promise<PhysicalDefinition> {
+    const valid = validateDefinition(this.root, def);
+    return this.#locked(valid.name, async () => {
+      signal?.throwIfAborted();
+      const current = await readDefinition(this.root, valid.name).catch((err: unknown) => {
+        if (err instanceof ReboundError && err.code === 'machine-not-found') return undefined;
+        throw err;
+      });
+      await checkDiskPaths(this.root, valid);
+      if (current && JSON.stringify(current) === JSON.stringify(valid)) return current;
+      await checkNotQcow2(valid);
+      await writeDefinition(this.root, valid);
+      return valid;
+    });
+  }
+
   /** Removes the definition and its tracking state; the machine and its disks are untouched. */
   async undefine(name: string, signal?: AbortSignal): Promise<void> {
     await this.#locked(name, async () => {
