@@ -24,6 +24,7 @@ import { itemActionRoutes } from './routes/item-actions.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { logRoutes } from './routes/logs.ts';
 import { diagRoutes } from './routes/diag.ts';
+import { componentRoutes } from './routes/components.ts';
 
 export const API_PREFIX = '/api/v1';
 const PUBLIC = new Set(['/healthz', '/metrics', `${API_PREFIX}/openapi.json`]);
@@ -148,6 +149,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       itemActionRoutes(api, deps);
       jobRoutes(api, deps);
       logRoutes(api, deps);
+      componentRoutes(api, deps);
       if (deps.diagRoutes) diagRoutes(api, deps);
     },
     { prefix: API_PREFIX },

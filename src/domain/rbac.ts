@@ -40,6 +40,8 @@ const RULES: readonly Rule[] = [
   { method: 'POST', path: '/jobs/:id/cancel', role: 'operator' },
   { method: 'POST', path: '/jobs/:id/resume', role: 'operator' },
   { method: 'POST', path: '/jobs/:id/complete', role: 'operator' },
+  // A component's own token (operator, named component:NAME; the route checks it is its own).
+  { method: 'POST', path: '/components/:name/heartbeat', role: 'operator' },
 ];
 
 function matches(pattern: string, path: string): boolean {
