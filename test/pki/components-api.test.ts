@@ -3,6 +3,7 @@
 // client's saved-state reuse and re-registration, role checks, and no secret in the server log.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +21,25 @@ import { startServerProcess } from '../support/server.ts';
 import type { ServerProcess } from '../support/server.ts';
 
 interface Answer { status: number; body: Record<string, unknown> }
+
+const REPO = path.resolve(import.meta.dirname, '../..');
+// The component verbs on a program built like bin/rebound's (main.ts wires them in the CLI).
+const CLI = `
+import { buildProgram } from './src/cli/main.ts';
+import { registerComponents } from './src/cli/commands/components.ts';
+const program = buildProgram();
+registerComponents(program);
+try { await program.parseAsync(process.argv.slice(1), { from: 'user' }); }
+catch (err) { process.stderr.write('rebound: ' + err.message + '\\n'); process.exitCode = 3; }
+`;
+
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--input-type=module', '-e', CLI, '--', ...args], { cwd: REPO, timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
 
 describe('component registration API', () => {
   let srv: ServerProcess;
@@ -188,6 +208,27 @@ describe('component registration API', () => {
     assert.equal(list.isRevoked(third.serial), false);
 
     await assert.rejects(registerComponent({ ...opts, stateDir: path.join(scratch, 'other'), token: readerToken }), { kind: 'forbidden' });
+  });
+
+  it('rebound component list | show | revoke', async () => {
+    const list = await cli(['--url', srv.url, '--token', readerToken, '--json', 'component', 'list']);
+    assert.equal(list.code, 0, list.stderr);
+    const names = (JSON.parse(list.stdout) as { items: { name: string; status: string }[] }).items.map((c) => `${c.name}:${c.status}`);
+    assert.ok(names.includes('ps-1:active') && names.includes('agent-1:revoked'), names.join(' '));
+    const table = await cli(['--url', srv.url, '--token', readerToken, 'component', 'list']);
+    assert.match(table.stdout, /^NAME\s+ROLE\s+SITE/);
+    assert.match(table.stdout, /ps-1\s+process-server\s+site-a\s+127\.0\.0\.1:7481\s+active/);
+    const show = await cli(['--url', srv.url, '--token', readerToken, 'component', 'show', 'ps-1']);
+    assert.equal(show.code, 0, show.stderr);
+    assert.match(show.stdout, new RegExp(`serial:\\s+${ps.serial}`));
+    assert.match(show.stdout, /BEGIN CERTIFICATE/);
+    const denied = await cli(['--url', srv.url, '--token', readerToken, 'component', 'revoke', 'ps-1']);
+    assert.notEqual(denied.code, 0);
+    assert.match(denied.stderr, /needs the admin role/);
+    const revoked = await cli(['--url', srv.url, '--token', srv.token, 'component', 'revoke', 'ps-1']);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.match(revoked.stdout, new RegExp(`component ps-1 revoked: .*${ps.serial}`));
+    assert.equal((await api('GET', '/whoami', ps.token)).status, 401);
   });
 
   it('never writes a key, CSR or token to the server log', async () => {
