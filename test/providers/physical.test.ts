@@ -242,6 +242,26 @@ describe('points by digest', () => {
     await rejectsWith(second.disks[0]!.read(0, 4096), 'point-released');
   });
 
+  test('a block sent newer than digested is sent again, even if it changes back', async () => {
+    const at = { offset: 9 * MiB, length: BLOCK };
+    const a = await ddWrite(disk, at.offset, at.length);
+    const point = await p.takePoint('db');
+    assert.deepEqual(changedExtents(point), [at]);
+    const b = await ddWrite(disk, at.offset, at.length); // after the digest pass, before the read
+    assert.deepEqual(await point.disks[0]!.read(at.offset, at.length), b);
+    await p.releasePoint(point, { consumed: true });
+    await writeFile(join(dir, 'a'), a);
+    await run('dd', [`if=${join(dir, 'a')}`, `of=${disk}`, `seek=${at.offset}`, 'oflag=seek_bytes', 'conv=notrunc', 'status=none']);
+    const next = await p.takePoint('db');
+    assert.deepEqual(changedExtents(next), [at]); // the replica holds b, the disk a again
+    // Read in part (the block's last 64 KiB): the whole block is checked, and it matches.
+    assert.deepEqual(await next.disks[0]!.read(at.offset + BLOCK - 65536, 65536), a.subarray(BLOCK - 65536));
+    await p.releasePoint(next, { consumed: true });
+    const after = await p.takePoint('db');
+    assert.deepEqual(changedExtents(after), []);
+    await p.releasePoint(after, { consumed: true });
+  });
+
   test('a new provider (restarted agent) adopts the open point: same id, instant, changes', async () => {
     const write = { offset: 2 * MiB, length: 8192 };
     await ddWrite(disk, write.offset, write.length);

@@ -6,19 +6,19 @@
 //     comparing with the digests saved when the previous point was consumed;
 //   - consistency is the freeze/thaw hooks around the digest pass (fsfreeze, a database's
 //     backup mode); without them a point is only as consistent as a disk read while it changes.
-// A point reads the live disks: a block written after the point was digested is sent as it is
-// now, and since the saved digests are those taken at the point, the next point sees it as
-// changed again. Nothing is lost; a point's content is just not frozen in time (see
-// docs/providers.md). All state is on disk (tracking-state.ts), so a restarted agent adopts
+// A point reads the live disks, so its content is not frozen in time: a block written after
+// the digest pass is sent as it is now. Every block read is digested again, and one whose
+// content differs from the point's digest is saved in the base with a digest no content has,
+// so the next point sends it again whatever happens to it meanwhile (see docs/providers.md). All state is on disk (tracking-state.ts), so a restarted agent adopts
 // the point it had open, with the same id, instant and changes.
 import { randomUUID } from 'node:crypto';
 import { execFile } from 'node:child_process';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open as fsOpen, readdir, rename, rm, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { dataExtents } from '../../datapath/allocation.ts';
-import { DEFAULT_DIGEST_BLOCK, diffDigests, digestFile } from '../../datapath/digest.ts';
+import { blockDigest, DEFAULT_DIGEST_BLOCK, DIGEST_BYTES, diffDigests, digestFile } from '../../datapath/digest.ts';
 import type { DigestMap } from '../../datapath/digest.ts';
 import { conflict, invalid, notFound, ReboundError } from '../../domain/errors.ts';
 import { fsyncDir, fsyncPath } from '../../replica/durable.ts';
@@ -79,8 +79,9 @@ export class PhysicalProvider implements MachineProvider {
   readonly root: string;
   readonly #opts: PhysicalProviderOptions;
   readonly #locks = new Map<string, Promise<unknown>>();
-  /** Open file handles of points this process hands out, closed at release. */
-  readonly #handles = new Map<string, Map<number, Promise<FileHandle>>>();
+  /** Per open point this process hands out: file handles (closed at release), its digest maps
+   * and the blocks whose reads were checked against them. */
+  readonly #handles = new Map<string, PointReads>();
 
   constructor(opts: PhysicalProviderOptions) {
     this.root = opts.root;
@@ -300,6 +301,7 @@ export class PhysicalProvider implements MachineProvider {
         // Left by a process that is gone: its changes were never consumed, and the base is
         // still the one before it, so dropping it folds them into this point.
         await files.removeOpen();
+        await files.removeDirty(previous.id);
       }
       const status = await this.#status(name);
       if (status.state === 'lost') throw lostError(name, status);
@@ -326,7 +328,7 @@ export class PhysicalProvider implements MachineProvider {
       await fsyncDir(files.mapsDir);
       const state: OpenState = { id, machine: name, takenAt: takenAt.toISOString(), disks };
       await files.writeOpen(state);
-      this.#handles.set(id, new Map());
+      this.#handles.set(id, newReads());
       return state;
     });
     return this.#point(open);
@@ -386,7 +388,7 @@ export class PhysicalProvider implements MachineProvider {
       for (const d of open.disks) {
         if (typeof (await this.tracking(name).readMap(d.map)) === 'string') return null;
       }
-      if (!this.#handles.has(open.id)) this.#handles.set(open.id, new Map());
+      if (!this.#handles.has(open.id)) this.#handles.set(open.id, newReads());
       return this.#point(open);
     });
   }
@@ -402,9 +404,22 @@ export class PhysicalProvider implements MachineProvider {
         return;
       }
       if (opts.consumed) {
+        // Blocks sent with other content than digested get a digest no content has, so the
+        // next point sends them again (a block changed after the digest and changed back
+        // before the next one would otherwise be missed).
+        const dirty = await files.readDirty(open.id);
+        for (const [i, d] of open.disks.entries()) {
+          const blocks = dirty.filter((x) => x.disk === i);
+          if (blocks.length === 0) continue;
+          const map = await files.readMap(d.map);
+          if (typeof map === 'string') throw lostError(point.machine, { state: 'lost', problems: [{ disk: d.disk.id, reason: map }] });
+          for (const { block } of blocks) map.digests.fill(0xff, block * DIGEST_BYTES, (block + 1) * DIGEST_BYTES);
+          await files.writeMap(d.map, map);
+        }
         await files.writeBase({ pointId: open.id, takenAt: open.takenAt, disks: open.disks.map((d) => ({ path: d.disk.path, sizeBytes: d.disk.sizeBytes, map: d.map })) });
       }
       await files.removeOpen();
+      await files.removeDirty(open.id);
       await files.pruneMaps();
     });
   }
@@ -413,7 +428,7 @@ export class PhysicalProvider implements MachineProvider {
     const disks: PointDisk[] = open.disks.map((d, i) => ({
       disk: d.disk,
       changes: d.changes,
-      read: (offset, length, signal) => this.#read(open.id, i, d.disk.path, offset, length, signal),
+      read: (offset, length, signal) => this.#read(open, i, offset, length, signal),
       allocated: async (signal) => {
         signal?.throwIfAborted();
         return dataExtents(d.disk.path, ALLOCATION_BLOCK, d.disk.sizeBytes);
@@ -422,30 +437,55 @@ export class PhysicalProvider implements MachineProvider {
     return { id: open.id, machine: open.machine, takenAt: new Date(open.takenAt), disks };
   }
 
-  async #read(pointId: string, disk: number, path: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+  async #read(open: OpenState, disk: number, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
     signal?.throwIfAborted();
-    const handles = this.#handles.get(pointId);
-    if (!handles) throw conflict('point-released', `Point ${pointId} was released; take or adopt a point to read the disk again.`);
-    let h = handles.get(disk);
+    const reads = this.#handles.get(open.id);
+    if (!reads) throw conflict('point-released', `Point ${open.id} was released; take or adopt a point to read the disk again.`);
+    const d = open.disks[disk]!;
+    let h = reads.files.get(disk);
     if (!h) {
-      h = open(path, 'r');
-      handles.set(disk, h);
+      h = fsOpen(d.disk.path, 'r');
+      reads.files.set(disk, h);
     }
     const fh = await h;
-    const buf = Buffer.alloc(length);
-    let got = 0;
-    while (got < length) {
-      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-      if (bytesRead === 0) break; // past the end of a disk that shrank: the rest reads as zeros
-      got += bytesRead;
-    }
+    const buf = await readAt(fh, offset, length);
+    await this.#check(open, reads, disk, fh, offset, buf);
     return buf;
   }
 
+  /** The point's content is the live disk, so what is sent may be newer than what was
+   * digested. Each block read is digested again; one that differs is recorded as dirty and
+   * gets a digest no content has in the saved base (releasePoint), so the next point resends
+   * it. A block read only in part is read whole once to check it. */
+  async #check(open: OpenState, reads: PointReads, disk: number, fh: FileHandle, offset: number, buf: Buffer): Promise<void> {
+    const d = open.disks[disk]!;
+    let mapP = reads.maps.get(disk);
+    if (!mapP) {
+      mapP = this.tracking(open.machine).readMap(d.map);
+      reads.maps.set(disk, mapP);
+    }
+    const map = await mapP;
+    if (typeof map === 'string') throw lostError(open.machine, { state: 'lost', problems: [{ disk: d.disk.id, reason: map }] });
+    let verified = reads.verified.get(disk);
+    if (!verified) reads.verified.set(disk, (verified = new Set()));
+    const bs = map.blockSize;
+    const end = Math.min(offset + buf.length, map.size);
+    for (let b = Math.floor(offset / bs); b * bs < end; b++) {
+      if (verified.has(b)) continue;
+      const start = b * bs;
+      const blockLen = Math.min(bs, map.size - start);
+      const whole = start >= offset && start + blockLen <= offset + buf.length ? buf.subarray(start - offset, start - offset + blockLen) : await readAt(fh, start, blockLen);
+      verified.add(b);
+      if (blockDigest(whole).compare(map.digests, b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES) !== 0) {
+        await this.tracking(open.machine).addDirty(open.id, disk, b);
+      }
+    }
+  }
+
   async #closeHandles(pointId: string): Promise<void> {
-    const handles = this.#handles.get(pointId);
+    const reads = this.#handles.get(pointId);
     this.#handles.delete(pointId);
-    for (const h of handles?.values() ?? []) await (await h.catch(() => undefined))?.close();
+    for (const h of reads?.files.values() ?? []) await (await h.catch(() => undefined))?.close();
   }
 
   // ---- recovery side ----
@@ -530,6 +570,25 @@ export function lostError(name: string, status: TrackingStatus): ReboundError {
     hint: 'Resynchronise the replica by digest comparison (not a blind full copy), then reset tracking so the next point starts afresh.',
     details: { machine: name, problems: status.problems, fallback: 'digest-resync' },
   });
+}
+
+interface PointReads {
+  files: Map<number, Promise<FileHandle>>;
+  maps: Map<number, Promise<DigestMap | string>>;
+  verified: Map<number, Set<number>>;
+}
+
+const newReads = (): PointReads => ({ files: new Map(), maps: new Map(), verified: new Map() });
+
+async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
+  const buf = Buffer.alloc(length);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+    if (bytesRead === 0) break; // past the end of a disk that shrank: the rest reads as zeros
+    got += bytesRead;
+  }
+  return buf;
 }
 
 const seconds = (ms: number): string => (ms < 10_000 ? (ms / 1000).toFixed(1) : String(Math.round(ms / 1000)));

@@ -3,10 +3,11 @@
 //   base.json       the last consumed point: its id and, per disk, the digest map file
 //   open.json       the point taken and not yet released: id, instant, per-disk changes, maps
 //   maps/ID.N.dg    one disk's digest map (a small header, then 16 bytes per block)
+//   dirty-ID        blocks of the open point that were read with other content than digested
 // Maps are written and fsynced before the JSON file that names them is replaced atomically, so
 // a crash at any moment leaves either the old or the new state, never one that names a missing
 // or torn map. The next point's changes are the blocks whose digest differs from the base.
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DigestMap } from '../../datapath/digest.ts';
 import { DIGEST_BYTES } from '../../datapath/digest.ts';
@@ -89,6 +90,28 @@ export class TrackingFiles {
 
   async removeOpen(): Promise<void> {
     await rm(join(this.dir, 'open.json'), { force: true });
+  }
+
+  /** Records that block `block` of disk `disk` was sent with other content than the point's
+   * digest says. Not fsynced: it must survive the agent being killed (the page cache keeps it),
+   * and a host crash loses the open point's transfer state anyway. */
+  async addDirty(pointId: string, disk: number, block: number): Promise<void> {
+    await appendFile(join(this.dir, `dirty-${pointId}`), `${disk} ${block}\n`);
+  }
+
+  async readDirty(pointId: string): Promise<{ disk: number; block: number }[]> {
+    const text = await readFile(join(this.dir, `dirty-${pointId}`), 'utf8').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return '';
+      throw err;
+    });
+    return text.split('\n').filter((l) => /^\d+ \d+$/.test(l)).map((l) => {
+      const [disk, block] = l.split(' ').map(Number);
+      return { disk: disk!, block: block! };
+    });
+  }
+
+  async removeDirty(pointId: string): Promise<void> {
+    await rm(join(this.dir, `dirty-${pointId}`), { force: true });
   }
 
   /** Removes map files no state names (left by released or abandoned points). */
