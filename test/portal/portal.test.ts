@@ -119,7 +119,7 @@ describe('web portal', { timeout: 120_000 }, () => {
     // Back on the item: its state changed, and failover is not offered before a recovery point.
     await page.getByRole('link', { name: 'web-01' }).click();
     await page.getByTestId('item-state').getByText(item.state).waitFor();
-    assert.equal(await page.getByRole('button', { name: 'Failover' }).count(), 0);
+    assert.equal(await page.getByRole('button', { name: 'Failover', exact: true }).count(), 0);
     await page.goto(`${server.url}/`);
     await page.getByTestId('health-normal').getByText('1').waitFor();
     await page.getByRole('heading', { name: 'Recovery point objective (RPO) per item' }).waitFor();

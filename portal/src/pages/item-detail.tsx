@@ -20,7 +20,8 @@ import type { FailoverBody } from './failover-dialog.tsx';
 type DialogKind = 'protect' | 'test-failover' | 'test-cleanup' | 'failover' | 'commit' | 'reverse-replicate';
 
 interface Loaded {
-  machine: Machine;
+  /** null: the vault knows no such machine yet (a qemu VM is discovered when its replication is enabled). */
+  machine: Machine | null;
   item: Item | null;
   pairing: Pairing | null;
   /** null: this server has no points route yet. */
@@ -30,7 +31,10 @@ interface Loaded {
 }
 
 async function load(name: string): Promise<Loaded> {
-  const machine = await get<Machine>(`/machines/${seg(name)}`);
+  const machine = await get<Machine>(`/machines/${seg(name)}`).catch((err: unknown) => {
+    if (err instanceof ApiError && err.status === 404 && err.code !== 'route-not-found') return null;
+    throw err;
+  });
   let item: Item | null = null;
   try {
     item = await get<Item>(`/items/${seg(name)}`);
@@ -44,7 +48,7 @@ async function load(name: string): Promise<Loaded> {
   if (item !== null) {
     const it = item;
     const pairings = await all<Pairing>('/pairings');
-    pairing = pairings.find((p) => p.id === it.pairing || p.primary === machine.site || p.recovery === machine.site) ?? null;
+    pairing = pairings.find((p) => p.id === it.pairing) ?? null;
     points = await all<RecoveryPoint>(`/items/${seg(name)}/points`).catch((err: unknown) => {
       if (err instanceof ApiError && err.notAvailable) return null;
       throw err;
@@ -57,7 +61,7 @@ async function load(name: string): Promise<Loaded> {
     waitingJob = waiting.items[0] ?? null;
   } else {
     const pairings = await all<Pairing>('/pairings');
-    pairing = pairings.find((p) => p.primary === machine.site) ?? null;
+    pairing = machine === null ? null : (pairings.find((p) => p.primary === machine.site) ?? null);
   }
   return { machine, item, pairing, points, hostsAtTarget, waitingJob };
 }
@@ -136,11 +140,16 @@ export function ItemDetail({ machine, session }: { machine: string; session: Ses
       <Notice error={r.error} />
       {d && (
         <>
+          {d.machine === null && (
+            <p className="notice info">
+              The vault knows no machine named {machine} yet. A VM defined at a qemu site is found when its replication is enabled; a physical machine is added on the Machines page.
+            </p>
+          )}
           <dl className="facts">
             <dt>Site</dt>
-            <dd>{d.machine.site}</dd>
+            <dd>{d.machine?.site ?? '—'}</dd>
             <dt>Kind</dt>
-            <dd>{d.machine.kind}</dd>
+            <dd>{d.machine?.kind ?? '—'}</dd>
             <dt>Protection</dt>
             <dd data-testid="item-state">{item ? <Badge value={item.state} /> : 'not protected'}</dd>
             {item && (
@@ -190,7 +199,7 @@ export function ItemDetail({ machine, session }: { machine: string; session: Ses
           )}
           <h2>Disks</h2>
           <ul>
-            {d.machine.disks.map((x) => (
+            {(d.machine?.disks ?? []).map((x) => (
               <li key={x.id}>
                 <code>{x.path}</code> · {bytes(x.sizeBytes)} · {x.format}
               </li>
@@ -200,7 +209,7 @@ export function ItemDetail({ machine, session }: { machine: string; session: Ses
 
           <Dialog title={`Enable replication of ${machine}`} open={dialog === 'protect'} onClose={() => setDialog(null)} onSubmit={() => act('protect', group.trim() === '' ? {} : { group: group.trim() })} submitLabel="Enable replication" busy={busy}>
             <p>
-              {machine} replicates from {from} to {to}: an initial copy of its disks, then changes at the policy&rsquo;s frequency.
+              {machine} replicates {d.pairing ? `from ${from} to ${to}` : 'to the recovery site of its pairing'}: an initial copy of its disks, then changes at the policy&rsquo;s frequency.
             </p>
             <TextField label="Replication group (optional)" value={group} onChange={setGroup} help="machines in one group share crash- and app-consistent points" />
             <DialogError error={error} />
