@@ -324,7 +324,7 @@ describe('receivePoint into a real replica', () => {
     committed.push('p2');
     block(0x55).copy(image, 7 * BS);
     await exchange(srv.port, s.all(), { keepOpen: true });
-    assertRejected(await srv.outcome(), ['replica-point-exists'], 'whole-session replay');
+    assertRejected(await srv.outcome(), ['replica-point-exists', 'transfer-replayed'], 'whole-session replay');
     await unharmed('whole-session replay', 't5');
   });
 
