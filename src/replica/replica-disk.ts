@@ -19,7 +19,9 @@
 // rewriting data. Block checksums of an encrypted replica are keyed (BLAKE3 with a random
 // per-replica key sealed under the at-rest key), so they reveal nothing about the data.
 // scrub() re-reads every written block of every layer and marks the points whose data it
-// cannot vouch for as bad; a bad point is never served as a view.
+// cannot vouch for as bad; a bad point is never served as a view. A layer it cannot read for a
+// passing reason (qemu-nbd slow to start, another process holding the image) is tried again,
+// and then fails the scrub rather than condemning good data.
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -40,6 +42,11 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,100}$/;
 const MAX_WRITE = 4 * 1024 * 1024;
 const IN_FLIGHT = 16;
 const JOURNAL_RECORD = 8 + 32; // u64 block index | BLAKE3
+const START_TIMEOUT_MS = 30_000;
+/** Attempts scrub makes at a layer it cannot open for a passing reason (a busy machine, another
+ * process holding the image's lock) before it gives up without judging the layer. */
+const SCRUB_ATTEMPTS = 3;
+const LOST_CONNECTION = new Set(['nbd-closed', 'nbd-timeout']);
 /** LUKS PBKDF time per keyslot. The secret is a random 256-bit key, not a password, so key
  * stretching adds nothing; QEMU's benchmark still costs ~1 s per image created or rekeyed. */
 const LUKS_ITER_MS = 10;
@@ -97,7 +104,9 @@ export interface PointWriter {
 
 export interface ScrubReport {
   checkedBlocks: number;
-  damaged: { pointId: string | null; file: string; offset: number | null }[];
+  /** Damaged blocks by offset; `offset: null` when the whole layer cannot be vouched for, with
+   * `reason` saying why. */
+  damaged: { pointId: string | null; file: string; offset: number | null; reason?: string }[];
   badPoints: string[];
 }
 
@@ -322,16 +331,22 @@ export class ReplicaDisk {
       for (const h of holders) {
         let sums: BlockSums = new Map();
         let damaged: Set<number> | 'all';
+        let reason = '';
         try {
           if (h.sums) sums = await readSums(join(this.dir, h.sums), this.#m.blockSize);
-          damaged = await this.#verifyLayer(h.file, sums);
-        } catch {
+          damaged = await this.#verifyLayerPatiently(h.file, sums);
+        } catch (err) {
+          // Only a verdict on the layer itself (its checksums unreadable, the image refused by
+          // QEMU) condemns the whole file; a passing failure to serve it fails the scrub instead,
+          // before anything is marked, so a busy machine never turns good points bad.
+          if (err instanceof ReboundError && err.retryable) throw err;
           damaged = 'all';
+          reason = err instanceof Error ? err.message : String(err);
         }
         report.checkedBlocks += sums.size;
         sumsOf.push(damaged === 'all' ? null : sums);
         damagedOf.push(damaged);
-        if (damaged === 'all') report.damaged.push({ pointId: h.pointId, file: h.file, offset: null });
+        if (damaged === 'all') report.damaged.push({ pointId: h.pointId, file: h.file, offset: null, reason });
         else for (const b of damaged) report.damaged.push({ pointId: h.pointId, file: h.file, offset: b * this.#m.blockSize });
       }
       // Point k (holder k) is bad when, for some damaged block, the nearest holder at or below k
@@ -425,8 +440,13 @@ export class ReplicaDisk {
 
   /** Serves one image over a private qemu-nbd and connects to it. */
   async #serve(name: string, readOnly: boolean, secrets: Secret[] = this.secrets()): Promise<{ nbd: NbdClient; close(): Promise<void> }> {
-    const sock = join(this.dir, `.nbd-${process.pid}-${randomUUID().slice(0, 8)}.sock`);
-    const args = [`--socket=${sock}`, '--cache=writeback', '--aio=threads', ...(readOnly ? ['--read-only'] : []), name];
+    const stem = join(this.dir, `.nbd-${process.pid}-${randomUUID().slice(0, 8)}`);
+    const sock = `${stem}.sock`;
+    // The socket file is no readiness signal: qemu-nbd binds it, then listens, then opens the
+    // image, and a busy machine can stop it between bind and listen, when a connect is refused.
+    // It writes its pid file only once it listens and has the image open.
+    const pidFile = `${stem}.pid`;
+    const args = [`--socket=${sock}`, `--pid-file=${pidFile}`, '--cache=writeback', '--aio=threads', ...(readOnly ? ['--read-only'] : []), name];
     const s = await spawnWithSecrets('qemu-nbd', args, secrets);
     let exited = false;
     void s.exited.then(() => (exited = true));
@@ -439,15 +459,21 @@ export class ReplicaDisk {
         clearTimeout(t);
       }
       await rm(sock, { force: true });
+      await rm(pidFile, { force: true });
     };
     try {
-      const deadline = Date.now() + 15_000;
-      while (!(await exists(sock))) {
-        if (exited || Date.now() > deadline) throw new ReboundError('unavailable', 'replica-nbd-failed', `qemu-nbd could not serve ${name}: ${s.stderr().trim() || 'no socket in time'}.`);
+      const deadline = Date.now() + START_TIMEOUT_MS;
+      while (!(await exists(pidFile))) {
+        if (exited) throw startFailure(name, s.stderr());
+        if (Date.now() > deadline) throw new ReboundError('unavailable', 'replica-nbd-failed', `qemu-nbd did not start serving ${name} within ${START_TIMEOUT_MS / 1000} s.`, { hint: 'The machine may be overloaded; try again.' });
         await new Promise((r) => setTimeout(r, 10));
       }
       await s.forgetSecrets();
-      const nbd = await NbdClient.connect({ path: sock });
+      const nbd = await NbdClient.connect({ path: sock }, { connectTimeoutMs: Math.max(5000, deadline - Date.now()) }).catch(async (err: unknown) => {
+        // Refused or cut during the handshake: if qemu-nbd died, its own words say why.
+        if (await Promise.race([s.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 1000))])) throw startFailure(name, s.stderr(), err);
+        throw err;
+      });
       return {
         nbd,
         close: async () => {
@@ -564,6 +590,18 @@ export class ReplicaDisk {
     };
   }
 
+  /** #verifyLayer, tried again when the layer could not be served for a passing reason. */
+  async #verifyLayerPatiently(file: string, sums: BlockSums): Promise<Set<number>> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#verifyLayer(file, sums);
+      } catch (err) {
+        if (attempt >= SCRUB_ATTEMPTS || !(err instanceof ReboundError && err.retryable)) throw err;
+        await new Promise((r) => setTimeout(r, 250 * attempt));
+      }
+    }
+  }
+
   async #verifyLayer(file: string, sums: BlockSums): Promise<Set<number>> {
     const damaged = new Set<number>();
     if (sums.size === 0) return damaged;
@@ -576,7 +614,9 @@ export class ReplicaDisk {
           try {
             const data = await nbd.read(off, Math.min(bs, this.#m.size - off));
             if (!this.#sum(data).equals(sums.get(b)!)) damaged.add(b);
-          } catch {
+          } catch (err) {
+            // A lost connection says nothing about the block: the whole layer is tried again.
+            if (err instanceof ReboundError && LOST_CONNECTION.has(err.code)) throw err;
             damaged.add(b);
           }
         }));
@@ -688,3 +728,13 @@ function checkId(id: string, what: string): void {
 }
 
 const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+
+/** Why qemu-nbd exited before serving `name`. Another process holding the image's lock is a
+ * passing condition (retryable); any other refusal means the image itself cannot be opened. */
+function startFailure(name: string, stderr: string, cause?: unknown): ReboundError {
+  const why = stderr.trim().split('\n').slice(-3).join(' ') || 'it exited without a message';
+  if (/lock/i.test(why)) {
+    return new ReboundError('unavailable', 'replica-image-busy', `qemu-nbd could not serve ${name}: ${why}.`, { hint: 'Another process has the image open; close it, or try again later.', cause });
+  }
+  return new ReboundError('internal', 'replica-image-unreadable', `qemu-nbd could not open ${name}: ${why}.`, { hint: 'Run a scrub; the points that read this image will be marked bad.', cause });
+}

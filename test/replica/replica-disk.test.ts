@@ -178,6 +178,39 @@ test('scrub finds a flipped byte, marks the points that read it bad, and a bad p
   await assertSame(reopened, await reopened.openView('b4', 'ok4'), snaps.get('b4')!);
 });
 
+test('scrub fails without marking anything while another process holds a layer, and condemns a layer QEMU cannot open', async () => {
+  const size = 4 * MiB;
+  const disk = await ReplicaDisk.create(join(dir, 'rep-h'), { size });
+  await disk.applyPoint('h1', [{ offset: 0, data: randomBytes(BS) }]);
+  await disk.applyPoint('h2', [{ offset: BS, data: randomBytes(BS) }]);
+  await disk.applyPoint('h3', [{ offset: 2 * BS, data: randomBytes(BS) }]);
+  // A writer holds h2's image (its lock refuses a reader): scrub cannot judge it, so it fails
+  // as retryable and marks no point bad.
+  const pidFile = join(dir, 'holder.pid');
+  const holder = spawn('qemu-nbd', [`--socket=${join(dir, 'holder.sock')}`, `--pid-file=${pidFile}`, join(disk.dir, 'p-h2.qcow2')], { stdio: 'ignore' });
+  const holderGone = new Promise((r) => holder.once('exit', r));
+  try {
+    await waitFor(() => stat(pidFile).then(() => true, () => false), 15_000, 'qemu-nbd to hold the image');
+    await assert.rejects(disk.scrub(), (e: unknown) => e instanceof ReboundError && e.code === 'replica-image-busy' && e.retryable);
+  } finally {
+    holder.kill('SIGKILL');
+    await holderGone;
+  }
+  assert.deepEqual(disk.points().map((p) => p.bad), [false, false, false]);
+  assert.deepEqual((await ReplicaDisk.open(disk.dir)).points().map((p) => p.bad), [false, false, false]);
+  assert.deepEqual((await disk.scrub()).damaged, []);
+  // An image QEMU refuses is damage: the whole file, with QEMU's reason, and every point reading it.
+  const fh = await open(join(disk.dir, 'p-h2.qcow2'), 'r+');
+  await fh.write(Buffer.from('XXXX'), 0, 4, 0);
+  await fh.close();
+  const report = await disk.scrub();
+  assert.equal(report.damaged.length, 1);
+  const [d] = report.damaged;
+  assert.deepEqual([d!.pointId, d!.file, d!.offset], ['h2', 'p-h2.qcow2', null]);
+  assert.match(d!.reason ?? '', /qcow2/i);
+  assert.deepEqual(report.badPoints, ['h2', 'h3']);
+});
+
 function runChild(args: string[]): { pid: number; done: Promise<number | null>; kill(): void } {
   const child = spawn(process.execPath, [join(import.meta.dirname, 'replica-child.ts'), ...args], { detached: true, stdio: ['ignore', 'ignore', 'inherit'] });
   const done = new Promise<number | null>((resolve) => child.once('exit', (code, signal) => resolve(signal ? -1 : code)));
