@@ -130,9 +130,9 @@ describe('web portal', { timeout: 120_000 }, () => {
 
   it("the job page shows a running job's task progress live", async () => {
     const file = path.join(root, 'diag-seq.txt');
-    const { job } = await api<{ job: { id: string } }>(server, 'POST', '/diag/jobs', { file, tasks: 4, sleepMs: 800 });
     const { page, problems } = await openPage(browser);
     await signIn(page, server.url, server.token);
+    const { job } = await api<{ job: { id: string } }>(server, 'POST', '/diag/jobs', { file, tasks: 5, sleepMs: 900 });
     await page.goto(`${server.url}/jobs/${job.id}`);
     await page.getByRole('heading', { level: 1, name: /diag\.sequence/ }).waitFor();
     // Nothing reloads the page: every change below arrives over the job's event stream.
@@ -147,8 +147,9 @@ describe('web portal', { timeout: 120_000 }, () => {
       if (states.includes('running')) assert.equal(await page.getByRole('button', { name: 'Cancel job' }).count(), 1);
       await page.waitForTimeout(100);
     }
-    assert.ok(seen.some((s) => s.startsWith('succeeded,running') || s.startsWith('succeeded,succeeded,running')), `task-by-task progress seen: ${seen.join(' | ')}`);
-    assert.equal(seen[seen.length - 1], 'succeeded,succeeded,succeeded,succeeded');
+    // At least two different running snapshots: the page moved from task to task by itself.
+    assert.ok(seen.filter((x) => x.includes('running')).length >= 2, `task-by-task progress seen: ${seen.join(' | ')}`);
+    assert.equal(seen[seen.length - 1], 'succeeded,succeeded,succeeded,succeeded,succeeded');
     assert.equal(await page.getByTestId('live').textContent(), 'finished');
     assert.equal(await page.getByRole('button', { name: 'Cancel job' }).count(), 0);
     assert.ok(existsSync(file));
