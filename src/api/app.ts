@@ -21,6 +21,7 @@ import { policyRoutes } from './routes/policies.ts';
 import { machineRoutes } from './routes/machines.ts';
 import { itemRoutes } from './routes/items.ts';
 import { itemActionRoutes } from './routes/item-actions.ts';
+import { replicationRoutes } from './routes/replication.ts';
 import { jobRoutes } from './routes/jobs.ts';
 import { logRoutes } from './routes/logs.ts';
 import { diagRoutes } from './routes/diag.ts';
@@ -64,7 +65,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
   app.decorateRequest('principal', undefined);
   installErrorHandlers(app);
   await (await import('./portal.ts')).registerPortal(app); // the web portal at /; before the auth hook, as its pages are public
-  const metrics = createMetrics(deps.store);
+  const metrics = createMetrics(deps.store, deps.dataStats);
 
   await app.register(swagger, {
     openapi: {
@@ -147,6 +148,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       machineRoutes(api, deps);
       itemRoutes(api, deps);
       itemActionRoutes(api, deps);
+      replicationRoutes(api, deps);
       jobRoutes(api, deps);
       logRoutes(api, deps);
       componentRoutes(api, deps);

@@ -17,6 +17,8 @@ export interface ApiDeps {
   actions?: ItemActions;
   /** The replication catalogue (assignments, points) for role processes' calls. */
   catalogue?: ReplicationCatalogue;
+  /** Byte counters of the data-path roles running in this process (for /metrics). */
+  dataStats?: () => Record<string, number>;
 }
 
 declare module 'fastify' {

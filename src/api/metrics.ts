@@ -9,7 +9,10 @@ export interface ApiMetrics {
   httpDuration: Histogram<'method' | 'route' | 'status'>;
 }
 
-export function createMetrics(store: Store): ApiMetrics {
+/** Counters of the data-path roles in this process (bytes and points since it started). */
+export type DataStats = () => Record<string, number>;
+
+export function createMetrics(store: Store, dataStats?: DataStats): ApiMetrics {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'rebound_' });
   const httpDuration = new Histogram({
@@ -43,5 +46,17 @@ export function createMetrics(store: Store): ApiMetrics {
       for (const r of rows) this.set({ health: r.health }, Number(r.n));
     },
   });
+  if (dataStats) {
+    new Gauge({
+      name: 'rebound_replication_bytes',
+      help: 'Bytes moved by the data-path roles of this process since it started (agent sent, agent skipped as already acknowledged, process server in/out, master target written)',
+      labelNames: ['counter'] as const,
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [k, v] of Object.entries(dataStats())) this.set({ counter: k }, v);
+      },
+    });
+  }
   return { registry, httpDuration };
 }

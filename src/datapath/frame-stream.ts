@@ -69,7 +69,9 @@ async function* messages(socket: Duplex): AsyncGenerator<Buffer> {
   for await (const chunk of socket as AsyncIterable<Buffer>) {
     buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
     for (;;) {
-      if (buf.length >= 8 && buf.readUInt32BE(4) !== FRAME_MAGIC) {
+      // Frame or control message is told by bytes 4..8: wait until they are all here.
+      if (buf.length < 8) break;
+      if (buf.readUInt32BE(4) !== FRAME_MAGIC) {
         const n = buf.readUInt32BE(0);
         if (n > MAX_CONTROL) throw new ReboundError('invalid', 'frame-malformed', `A control message claims ${n} bytes; the stream lost its framing.`);
         if (buf.length < 4 + n) break;

@@ -42,6 +42,9 @@ const RULES: readonly Rule[] = [
   { method: 'POST', path: '/jobs/:id/complete', role: 'operator' },
   // A component's own token (operator, named component:NAME; the route checks it is its own).
   { method: 'POST', path: '/components/:name/heartbeat', role: 'operator' },
+  // Components' control plane: operator-level tokens named component:NAME (checked in the route).
+  { method: 'POST', path: '/replication/:call', role: 'operator' },
+  { method: 'POST', path: '/replication/points/:call', role: 'operator' },
 ];
 
 function matches(pattern: string, path: string): boolean {

@@ -47,7 +47,16 @@ export async function receivePoint(socket: Duplex, disk: ReplicaDisk, opts: { va
         if ((opts.itemId !== undefined && h.itemId !== opts.itemId) || (opts.diskId !== undefined && h.diskId !== opts.diskId)) {
           throw invalid('transfer-wrong-disk', `A frame for ${h.itemId}/${h.diskId} arrived on the connection of ${opts.itemId ?? '?'}/${opts.diskId ?? '?'}.`);
         }
-        writer ??= await disk.beginPoint(h.pointId, { progress: { transferId, ackedThrough: -1 } satisfies Progress });
+        if (!writer) {
+          // Point ids are time-ordered: one older than the newest point, and not held, was
+          // merged away by retention; applying it again would lay old data over newer.
+          const pts = disk.points();
+          const newest = pts.at(-1)?.id;
+          if (newest !== undefined && h.pointId <= newest) {
+            throw conflict(pts.some((p) => p.id === h.pointId) ? 'replica-point-exists' : 'transfer-replayed', `Point ${h.pointId} is not newer than the replica's newest point ${newest}: a replayed or stale transfer.`);
+          }
+          writer = await disk.beginPoint(h.pointId, { progress: { transferId, ackedThrough: -1 } satisfies Progress });
+        }
         if (h.pointId !== writer.pointId) throw invalid('transfer-wrong-point', `A frame for point ${h.pointId} arrived in the transfer of point ${writer.pointId}.`);
         await writer.write(h.offset, frame.data);
       },

@@ -30,6 +30,8 @@ export interface AgentOptions {
   stateDir: string;
   link: AgentLink;
   providerFor: ProviderFor;
+  /** Runs before each cycle (e.g. makes a physical machine's definition match the vault). */
+  prepare?(p: MachineProvider, a: Assignment): Promise<void>;
   transportKey: Buffer;
   material: TlsMaterial | null;
   logger: Logger;
@@ -145,6 +147,7 @@ export class Agent {
   /** One cycle: adopt or take a point, send it, release it. Waits for the next due time first. */
   async #cycle(a: Assignment, signal: AbortSignal): Promise<void> {
     const p = this.#o.providerFor(a);
+    await this.#o.prepare?.(p, a);
     const last = await this.#read<LastState>(a.itemId, 'last.json');
     let open = await this.#read<OpenState>(a.itemId, 'open.json');
     let point: Point | null = null;
@@ -232,6 +235,7 @@ export class Agent {
           masterTarget: a.masterTarget,
           retentionSeconds: a.policy.retentionSeconds,
           compression: a.policy.compression,
+          encryption: a.policy.encryption,
           bandwidthBps: a.policy.bandwidthBps,
           initial: o.initial,
         };

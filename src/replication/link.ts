@@ -26,6 +26,7 @@ export interface Assignment {
     retentionSeconds: number;
     appConsistentSeconds: number;
     compression: 'zstd' | 'none';
+    encryption: 'aes-256-gcm' | 'none';
     bandwidthBps: number;
   };
   processServer: string;

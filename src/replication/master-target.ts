@@ -23,8 +23,6 @@ export interface MasterTargetOptions {
   transportKey: Buffer;
   /** Current at-rest key first; older ones for replicas not yet rekeyed. */
   atRestKeys: AtRestKey[];
-  /** Replicas are written in plain qcow2 when false (policy encryption 'none'). */
-  encryptAtRest?: boolean;
   material: TlsMaterial | null;
   host?: string;
   port?: number;
@@ -85,9 +83,18 @@ export class MasterTarget {
     await this.itemDir(h.targetSiteId, h.itemId); // the site must exist
     const key = `${h.itemId}/${h.diskId}`;
     if (this.#busy.has(key)) throw conflict('transfer-busy', `Disk ${key} is already receiving a transfer; retry when it ends.`, { retryable: true });
+    // Point ids are time-ordered (UUIDv7): a point older than the newest one this disk holds, and
+    // not held itself, was merged away by retention — applying it again would lay old data over
+    // newer (a replayed or re-forwarded transfer). Refused; the sender treats it as done.
+    const disk = await this.#disk(h.targetSiteId, h.itemId, h.diskId, h.diskSize, h.encryption !== 'none');
+    const pts = disk.points();
+    const newest = pts.at(-1)?.id;
+    if (newest !== undefined && h.pointId < newest && !pts.some((p) => p.id === h.pointId)) {
+      throw conflict('transfer-replayed', `Point ${h.pointId} of ${h.machine} is older than the newest point ${newest} and no longer retained: it was applied before and merged away.`, { retryable: false });
+    }
   }
 
-  async #disk(siteId: string, itemId: string, diskId: string, size: number): Promise<ReplicaDisk> {
+  async #disk(siteId: string, itemId: string, diskId: string, size: number, encrypt: boolean): Promise<ReplicaDisk> {
     const dir = join(await this.itemDir(siteId, itemId), diskId);
     let p = this.#disks.get(dir);
     if (!p) {
@@ -97,7 +104,7 @@ export class MasterTarget {
         } catch (err) {
           if (!(err instanceof ReboundError && err.kind === 'not-found')) throw err;
           await mkdir(dir, { recursive: true });
-          return ReplicaDisk.create(dir, { size, ...(this.#o.encryptAtRest === false ? {} : { key: this.#o.atRestKeys[0]! }) });
+          return ReplicaDisk.create(dir, { size, ...(encrypt ? { key: this.#o.atRestKeys[0]! } : {}) });
         }
       })();
       this.#disks.set(dir, p);
@@ -111,7 +118,7 @@ export class MasterTarget {
     this.#busy.add(key);
     let writer: PointWriter | undefined;
     try {
-      const disk = await this.#disk(h.targetSiteId, h.itemId, h.diskId, h.diskSize);
+      const disk = await this.#disk(h.targetSiteId, h.itemId, h.diskId, h.diskSize, h.encryption !== 'none');
       if (disk.size !== h.diskSize) throw conflict('replica-size-changed', `Disk ${h.diskId} of ${h.machine} is ${h.diskSize} bytes now, its replica ${disk.size}: a resized disk needs replication re-enabled.`);
       let committedNow = false;
       await receiveTransfer(socket, {

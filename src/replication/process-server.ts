@@ -29,6 +29,9 @@ export interface ProcessServerOptions {
   checkPeer?: (cert: PeerCertificate) => void;
   /** Frames in flight on each link. */
   window?: number;
+  /** Where the master target of a transfer's target site listens now (it may have moved since
+   * the transfer was cached, e.g. after a restart); default: the address in the header. */
+  masterTargetFor?(header: TransferHeader): Promise<string> | string;
 }
 
 const TOMBSTONE_MS = 3600_000;
@@ -158,6 +161,11 @@ export class ProcessServer {
           backoff = 500;
         } catch (err) {
           if (this.#closed) break;
+          if (err instanceof ReboundError && err.code === 'transfer-replayed') {
+            // The master target applied this point long ago (we crashed before forgetting it).
+            await this.#finish(next).catch(() => undefined);
+            continue;
+          }
           if (err instanceof ReboundError && err.code === 'spool-checksum-mismatch') {
             await this.#condemn(itemId, err.message);
             continue;
@@ -193,7 +201,8 @@ export class ProcessServer {
         plan.push(e);
       }
       const throttle = h.bandwidthBps > 0 ? new Throttle(h.bandwidthBps) : null;
-      const socket = await openTransfer(h.masterTarget, h, this.#o.material, { signal: this.#abort.signal });
+      const to = (await this.#o.masterTargetFor?.(h)) || h.masterTarget;
+      const socket = await openTransfer(to, h, this.#o.material, { signal: this.#abort.signal });
       await sendTransfer(socket, {
         vaultKey: this.#o.transportKey,
         transferId: h.transferId,
@@ -213,6 +222,12 @@ export class ProcessServer {
     } finally {
       await entry.close().catch(() => undefined);
     }
+  }
+
+  async #finish(transferId: string): Promise<void> {
+    const entry = await SpoolEntry.open(this.#spool.dirOf(transferId));
+    await writeFile(join(this.#o.dir, 'done', transferId), JSON.stringify({ frames: entry.header.frames, at: Date.now() }));
+    await entry.remove();
   }
 
   async #condemn(itemId: string, reason: string): Promise<void> {

@@ -42,6 +42,8 @@ export interface TransferHeader {
   masterTarget: string;
   retentionSeconds: number;
   compression: 'zstd' | 'none';
+  /** At rest: 'aes-256-gcm' → the replica's qcow2 images are LUKS-encrypted with the vault key. */
+  encryption: 'aes-256-gcm' | 'none';
   bandwidthBps: number;
   /** First copy of this disk (a full copy), for progress and accounting. */
   initial: boolean;

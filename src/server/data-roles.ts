@@ -7,6 +7,8 @@ import type { Logger } from 'pino';
 import type { JobEngine } from '../jobs/engine.ts';
 import type { MachineProvider } from '../providers/provider.ts';
 import { QemuProvider } from '../providers/qemu/qemu-provider.ts';
+import { PhysicalProvider } from '../providers/physical/physical-provider.ts';
+import { physicalMachine } from '../providers/physical/definition.ts';
 import { Agent } from '../replication/agent.ts';
 import type { Assignment } from '../replication/link.ts';
 import { MasterTarget } from '../replication/master-target.ts';
@@ -40,6 +42,7 @@ export interface DataRoles {
   agent: Agent | undefined;
   processServer: ProcessServer | undefined;
   masterTarget: MasterTarget | undefined;
+  stats(): Record<string, number>;
   close(): Promise<void>;
 }
 
@@ -51,11 +54,19 @@ export function providerCache(): (a: Pick<Assignment, 'provider' | 'sourceRoot'>
     let p = cache.get(key);
     if (!p) {
       if (a.provider === 'qemu') p = new QemuProvider({ root: a.sourceRoot });
-      else throw new ReboundError('conflict', 'provider-unavailable', `The ${a.provider} provider is not available in this build.`);
+      else if (a.provider === 'physical') p = new PhysicalProvider({ root: a.sourceRoot });
+      else throw new ReboundError('conflict', 'provider-unavailable', `The ${String(a.provider)} provider is not available in this build.`);
       cache.set(key, p);
     }
     return p;
   };
+}
+
+/** Before a physical machine's cycle: its definition file matches the vault's machine row. */
+export async function preparePhysical(p: MachineProvider, a: Assignment): Promise<void> {
+  if (!(p instanceof PhysicalProvider)) return;
+  const hooks = (a.config['hooks'] ?? undefined) as Parameters<typeof physicalMachine>[2];
+  await p.ensureDefined(physicalMachine(a.machine, a.disks.map((d) => d.path), hooks));
 }
 
 export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
@@ -77,13 +88,13 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
       o.jobs.register(scrubJob(o.store, mt));
     }
     if (roles.processServer) {
-      ps = new ProcessServer({ dir: join(o.dataDir, 'process-server'), transportKey: o.keys.transport, material: o.material, logger: o.logger.child({ role: 'process-server' }), link: catalogue.masterTargetLink() });
+      ps = new ProcessServer({ dir: join(o.dataDir, 'process-server'), transportKey: o.keys.transport, material: o.material, logger: o.logger.child({ role: 'process-server' }), link: catalogue.masterTargetLink(), masterTargetFor: () => mt?.address ?? '' });
       await ps.start();
       started.push(ps);
     }
     let agent: Agent | undefined;
     if (roles.agent) {
-      agent = new Agent({ stateDir: join(o.dataDir, 'agent'), link: catalogue.agentLink(), providerFor: providerCache(), transportKey: o.keys.transport, material: o.material, logger: o.logger.child({ role: 'agent' }) });
+      agent = new Agent({ stateDir: join(o.dataDir, 'agent'), link: catalogue.agentLink(), providerFor: providerCache(), prepare: preparePhysical, transportKey: o.keys.transport, material: o.material, logger: o.logger.child({ role: 'agent' }) });
       agent.start();
       started.push({ close: () => agent!.stop() });
     }
@@ -95,6 +106,15 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
       agent,
       processServer: ps,
       masterTarget: mt,
+      stats: () => ({
+        agent_sent: agent?.stats.bytesSent ?? 0,
+        agent_skipped: agent?.stats.bytesSkipped ?? 0,
+        agent_points: agent?.stats.points ?? 0,
+        process_server_in: ps?.stats.bytesIn ?? 0,
+        process_server_out: ps?.stats.bytesOut ?? 0,
+        master_target_written: mt?.stats.bytes ?? 0,
+        master_target_points: mt?.stats.points ?? 0,
+      }),
       async close() {
         for (const s of started.reverse()) await s.close().catch((err: unknown) => o.logger.warn({ err }, 'stopping a data role failed'));
       },

@@ -69,7 +69,7 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   try {
     const keys = await loadVaultKeys(store);
     roles = await startDataRoles({ store, jobs, logger, dataDir, keys, material: null, ...(opts.roles ? { roles: opts.roles } : {}) });
-    app = await buildApp({ store, jobs, logger, version: version(), diagRoutes: testJobs, ...(roles ? { actions: roles.actions, catalogue: roles.catalogue } : {}) });
+    app = await buildApp({ store, jobs, logger, version: version(), diagRoutes: testJobs, ...(roles ? { actions: roles.actions, catalogue: roles.catalogue, dataStats: () => roles!.stats() } : {}) });
     await app.listen({ port: opts.port, host: opts.host ?? '127.0.0.1' });
   } catch (err) {
     await roles?.close();

@@ -35,7 +35,7 @@ export class ReplicationCatalogue {
       .innerJoin('policies as pol', 'pol.id', 'p.policy_id')
       .select([
         'i.id as itemId', 'i.state', 'i.direction', 'i.details', 'm.name as machine', 'm.disks', 'm.config', 'm.kind',
-        'p.primary_site_id', 'p.recovery_site_id', 'pol.frequency_s', 'pol.retention_s', 'pol.app_consistent_s', 'pol.compression', 'pol.bandwidth_bps',
+        'p.primary_site_id', 'p.recovery_site_id', 'pol.frequency_s', 'pol.retention_s', 'pol.app_consistent_s', 'pol.compression', 'pol.encryption', 'pol.bandwidth_bps',
       ])
       .where('i.state', 'in', [...REPLICATING_STATES])
       .execute();
@@ -66,6 +66,7 @@ export class ReplicationCatalogue {
           retentionSeconds: r.retention_s,
           appConsistentSeconds: r.app_consistent_s,
           compression: r.compression === 'zstd' ? 'zstd' : 'none',
+          encryption: r.encryption === 'none' ? 'none' : 'aes-256-gcm',
           bandwidthBps: Number(r.bandwidth_bps),
         },
         processServer: this.#endpoints.processServer(r.itemId),

@@ -170,7 +170,7 @@ describe('receiveTransfer over TCP (in-memory apply)', () => {
   // Known bug (reported with its fix in docs/security-tests.md): frame-stream.ts messages() calls
   // frameLength() when 4..7 bytes of a control message have arrived, so a hello (or READY/ACK)
   // split by TCP after its length prefix is refused as malformed.
-  test('a hello that arrives in two TCP segments, split inside its magic, is still understood', { todo: 'needs the frame-stream.ts messages() fix in docs/security-tests.md' }, async () => {
+  test('a hello that arrives in two TCP segments, split inside its magic, is still understood', async () => {
     applied = [];
     const s = session(vaultKey, 't-split', 'p', extents);
     await exchange(srv.port, [s.hello.subarray(0, 5), s.hello.subarray(5), ...s.frames, s.end], { gapMs: 30, keepOpen: true });
@@ -356,7 +356,7 @@ describe('receivePoint into a real replica', () => {
   // Known weakness (docs/security-tests.md): the receiver adds no freshness of its own to a
   // session (the sender picks the salt), so a recorded session whose point id the replica no
   // longer retains is accepted again and lays an old delta on top of the newest point.
-  test('a recorded session replayed after retention merged its point away is refused', { todo: 'needs receiver freshness or a record of dropped point ids (docs/security-tests.md)' }, async () => {
+  test('a recorded session replayed after retention merged its point away is refused', async () => {
     assert.ok(recorded);
     const r = await disk.retain('p2');
     assert.deepEqual(r.dropped, ['p0', 'p1']);

@@ -81,7 +81,8 @@ export function checkDisk(disk: string, siteRoot: string): MachineDisk {
   }
   if (!st.isFile()) throw badDisk(disk, 'is neither a regular file nor a block device.');
   const info = imageInfo(real, st.size);
-  return { id: newId(), path: disk, sizeBytes: info.sizeBytes, format: info.format };
+  // Stored by its real path: a link retargeted later cannot redirect replication to another file.
+  return { id: newId(), path: real, sizeBytes: info.sizeBytes, format: info.format };
 }
 
 export function machineRoutes(app: FastifyInstance, deps: ApiDeps): void {

@@ -42,6 +42,7 @@ function prepareRoot(root: string): string {
   if (!path.isAbsolute(root) || root.includes('\0')) {
     throw invalid('invalid-root', `site root '${root}' is not an absolute path: give the full path of a directory, such as /srv/rebound/site-a.`);
   }
+  if (root.split('/').includes('..')) throw invalid('invalid-root', `site root '${root}' contains '..': give the path without it.`);
   const normal = path.resolve(root);
   let st;
   try {
