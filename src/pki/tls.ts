@@ -32,12 +32,20 @@ export function serverOptions(m: TlsMaterial): tls.TlsOptions {
   return { ca: m.ca, cert: m.cert, key: m.key, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' };
 }
 
+export interface ServerExpectation {
+  /** The server's role, when the connection is for one (an agent opens to a process server). */
+  role?: ComponentRole;
+  /** Refuse a server whose certificate the vault revoked. */
+  revocations?: RevocationList;
+}
+
 /**
  * Options for tls.connect. With `servername` (a DNS name or an IP) the server's certificate must
  * name it; without, any certificate of this CA that names a component is accepted (data
- * addresses are often bare IPs behind NAT). `expectRole` also pins the server's role.
+ * addresses are often bare IPs behind NAT). `expect` pins the server's role and consults the
+ * revocation list.
  */
-export function clientOptions(m: TlsMaterial, servername?: string, expectRole?: ComponentRole): tls.ConnectionOptions {
+export function clientOptions(m: TlsMaterial, servername?: string, expect: ServerExpectation = {}): tls.ConnectionOptions {
   return {
     ca: m.ca,
     cert: m.cert,
@@ -52,8 +60,11 @@ export function clientOptions(m: TlsMaterial, servername?: string, expectRole?: 
       }
       try {
         const id = identityFromCertificate(cert);
-        if (expectRole !== undefined && id.role !== expectRole) {
-          return new Error(`the server is a ${id.role} (component ${id.componentId}), not the ${expectRole} this connection is for`);
+        if (expect.role !== undefined && id.role !== expect.role) {
+          return new Error(`the server is a ${id.role} (component ${id.componentId}), not the ${expect.role} this connection is for`);
+        }
+        if (expect.revocations?.isRevoked(id.serial)) {
+          return new Error(`the server (${id.role} ${id.componentId}) presented certificate ${id.serial}, which the vault has revoked`);
         }
       } catch (err) {
         return err as Error;

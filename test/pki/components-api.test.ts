@@ -148,7 +148,7 @@ for (const dialect of dialects) describe(`component registration API on ${dialec
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
     const connect = () => new Promise<string>((resolve) => {
-      const s = tls.connect({ host: '127.0.0.1', port, ...clientOptions(agent.material, '127.0.0.1', 'process-server') });
+      const s = tls.connect({ host: '127.0.0.1', port, ...clientOptions(agent.material, '127.0.0.1', { role: 'process-server', revocations }) });
       let got = '';
       s.on('data', (d: Buffer) => { got += d.toString(); });
       s.on('error', () => undefined);

@@ -78,7 +78,7 @@ describe('mutual TLS with vault certificates', () => {
 
   it('lets a component with a certificate from this CA through, and knows who it is', async () => {
     const m = await material(ca, 'agent', 'agent-7');
-    const out = await attempt(port, clientOptions(m, '127.0.0.1', 'process-server'));
+    const out = await attempt(port, clientOptions(m, '127.0.0.1', { role: 'process-server' }));
     assert.deepEqual(out, { ok: true, echoed: 'agent-7:ping' });
     assert.equal(accepted.at(-1)?.componentId, 'agent-7');
     assert.equal(accepted.at(-1)?.role, 'agent');
@@ -151,14 +151,19 @@ describe('mutual TLS with vault certificates', () => {
     }
   });
 
-  it('a client refuses a server of the wrong role or name', async () => {
+  it('a client refuses a server of the wrong role or name, or a revoked one', async () => {
     const m = await material(ca, 'agent', 'agent-8');
-    const wrongRole = await attempt(port, clientOptions(m, undefined, 'master-target'));
+    const wrongRole = await attempt(port, clientOptions(m, undefined, { role: 'master-target' }));
     assert.equal(wrongRole.ok, false);
     assert.match(wrongRole.error ?? '', /process-server .*not the master-target/);
     const wrongName = await attempt(port, clientOptions(m, 'ps9.example.net'));
     assert.equal(wrongName.ok, false);
     assert.match(wrongName.error ?? '', /ps9\.example\.net/);
+    const serverRevoked = new RevocationList(undefined, [new (await import('node:crypto')).X509Certificate(serverMaterial.cert).serialNumber]);
+    const revokedServer = await attempt(port, clientOptions(m, '127.0.0.1', { role: 'process-server', revocations: serverRevoked }));
+    assert.equal(revokedServer.ok, false);
+    assert.match(revokedServer.error ?? '', /server \(process-server ps-1\) .*revoked/);
+    assert.equal((await attempt(port, clientOptions(m, '127.0.0.1', { role: 'process-server', revocations }))).ok, true);
     refused.length = 0;
   });
 
