@@ -143,6 +143,7 @@ for (const dialect of dialects) describe(`component registration API on ${dialec
     const refused: ReboundError[] = [];
     const server = createMtlsServer({ material: ps.material, check: peerChecker({ revocations, roles: ['agent'] }), onRefused: (e) => refused.push(e) }, (s) => {
       s.on('error', () => undefined);
+      s.resume();
       s.end('hello\n');
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

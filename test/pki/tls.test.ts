@@ -8,7 +8,8 @@ import tls from 'node:tls';
 import type { AddressInfo } from 'node:net';
 import { loadOrCreateCa } from '../../src/pki/ca.ts';
 import type { Ca } from '../../src/pki/ca.ts';
-import { clientOptions, createMtlsServer, peerChecker, RevocationList } from '../../src/pki/tls.ts';
+import { loadEmbeddedTls } from '../../src/pki/embedded.ts';
+import { clientOptions, createMtlsServer, identityFromCertificate, peerChecker, RevocationList } from '../../src/pki/tls.ts';
 import type { PeerIdentity, TlsMaterial } from '../../src/pki/tls.ts';
 import { EC_ALG, generateKeyPair, privateKeyPem, x509 as x509lib } from '../../src/pki/x509.ts';
 import type { ReboundError } from '../../src/domain/errors.ts';
@@ -181,5 +182,40 @@ describe('mutual TLS with vault certificates', () => {
     assert.equal(list.isRevoked('004abc'), true);
     assert.equal(list.isRevoked('4def'), false);
     assert.ok(list.refreshedAt > 0);
+  });
+});
+
+describe('embedded-mode material', () => {
+  it('gives each role its own certificate from the vault CA, and the roles reach each other', async () => {
+    const ts = await freshStore('sqlite');
+    try {
+      const wrap = randomBytes(32);
+      const { ca, material } = await loadEmbeddedTls(ts.store, wrap);
+      assert.equal(ca.fingerprint, (await loadOrCreateCa(ts.store, wrap)).fingerprint, 'the vault CA, not a new one');
+      const ids = Object.entries(material).map(([role, m]) => [role, identityFromCertificate(m.cert).role]);
+      assert.deepEqual(ids, [['agent', 'agent'], ['process-server', 'process-server'], ['master-target', 'master-target']]);
+      // A master target that takes process servers only, reached by an embedded process server.
+      const peers: PeerIdentity[] = [];
+      const refusals: ReboundError[] = [];
+      const srv = createMtlsServer({ material: material['master-target'], check: peerChecker({ roles: ['process-server'] }), onRefused: (e) => refusals.push(e) }, (s, peer) => {
+        peers.push(peer);
+        s.on('error', () => undefined);
+        s.resume(); // read to the end, or the server never sees the client leave and close() waits
+        s.end('ok\n');
+      });
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+      try {
+        const p = (srv.address() as AddressInfo).port;
+        assert.deepEqual(await attempt(p, clientOptions(material['process-server'], 'localhost', { role: 'master-target' })), { ok: true, echoed: 'ok' });
+        assert.equal(peers[0]?.role, 'process-server');
+        assert.equal((await attempt(p, clientOptions(material.agent, '127.0.0.1'))).ok, false, 'an agent may not write to a master target directly');
+        for (let i = 0; i < 50 && refusals.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+        assert.equal(refusals[0]?.code, 'peer-role-refused');
+      } finally {
+        await new Promise<void>((r) => srv.close(() => r()));
+      }
+    } finally {
+      await ts.cleanup();
+    }
   });
 });
