@@ -210,7 +210,8 @@ export interface MtlsServerOptions {
  * Node's own rejectUnauthorized cuts a peer with an unknown CA off without saying why (the server
  * sees only "socket hang up"), so here the chain check is made explicitly, first thing after the
  * handshake: the peer must have presented a certificate and `socket.authorized` must be true
- * (peerIdentity refuses otherwise, with OpenSSL's reason).
+ * (peerIdentity refuses otherwise, with OpenSSL's reason). `onPeer` must read the socket (or
+ * resume it): a socket nobody reads never sees the peer leave, and server.close() waits for it.
  */
 export function createMtlsServer(o: MtlsServerOptions, onPeer: (socket: TLSSocket, peer: PeerIdentity) => void): tls.Server {
   const check = o.check ?? peerChecker();
