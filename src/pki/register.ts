@@ -40,6 +40,11 @@ export interface RegisteredComponent {
   source: 'saved' | 'registered';
   /** Why it registered again, when it did so over saved state. */
   reason?: string;
+  /**
+   * False when saved state was reused without the vault confirming it (the vault could not be
+   * reached): the component can still serve data connections with it, and should check again.
+   */
+  verified: boolean;
 }
 
 interface SavedState {
@@ -130,10 +135,16 @@ export async function registerComponent(opts: RegisterOptions): Promise<Register
   const saved = readSaved(opts.stateDir);
   let reason: string | undefined;
   if (saved) {
-    reason = await problemWith(opts, saved);
-    if (reason === undefined) {
-      return { id: saved.state.id, name: saved.state.name, role: saved.state.role, serial: saved.state.serial, material: saved.material, token: saved.token, source: 'saved' };
+    const reuse = (verified: boolean): RegisteredComponent => ({ id: saved.state.id, name: saved.state.name, role: saved.state.role, serial: saved.state.serial, material: saved.material, token: saved.token, source: 'saved', verified });
+    try {
+      reason = await problemWith(opts, saved);
+    } catch (err) {
+      // A vault outage must not keep a component with a valid registration from starting:
+      // data connections need only its certificate, and peers still check revocation.
+      if (err instanceof ReboundError && err.code === 'vault-unreachable') return reuse(false);
+      throw err;
     }
+    if (reason === undefined) return reuse(true);
   }
   const { keyPem, csrPem } = await generateKeyAndCsr(opts.name);
   const res = await call(opts, 'POST', '/components', opts.token, {
@@ -165,6 +176,7 @@ export async function registerComponent(opts: RegisterOptions): Promise<Register
     material: { ca: r.ca, cert: r.cert, key: keyPem },
     token: r.token,
     source: 'registered',
+    verified: true,
     ...(reason === undefined ? {} : { reason }),
   };
 }

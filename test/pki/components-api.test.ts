@@ -192,7 +192,12 @@ for (const dialect of dialects) describe(`component registration API on ${dialec
 
     const second = await registerComponent({ ...opts, token: 'rbd_not-needed-when-reusing' });
     assert.equal(second.source, 'saved');
+    assert.equal(second.verified, true);
     assert.equal(second.serial, first.serial);
+    // The vault down (nothing listens on port 1): saved state is used, marked unverified.
+    const offline = await registerComponent({ ...opts, vaultUrl: 'http://127.0.0.1:1' });
+    assert.deepEqual([offline.source, offline.verified, offline.serial], ['saved', false, first.serial]);
+    await assert.rejects(registerComponent({ ...opts, vaultUrl: 'http://127.0.0.1:1', stateDir: path.join(scratch, 'never') }), { code: 'vault-unreachable' });
     assert.equal(second.material.key, first.material.key);
 
     assert.equal((await api('DELETE', '/components/mt-1', srv.token)).status, 200);
