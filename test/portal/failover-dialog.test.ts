@@ -74,7 +74,14 @@ test('a guest protected from its page, its points listed, and the failover dialo
 
   // The dashboard's RPO chart fills from samples taken every 5 s.
   await page.getByRole('link', { name: 'Dashboard' }).click();
-  await page.locator('figure.chart polyline').first().waitFor({ timeout: 15_000 });
+  // A steady RPO draws a flat line, which has no height and so counts as hidden to Playwright:
+  // wait for the line to be there with at least two samples instead.
+  await page.locator('figure.chart polyline').first().waitFor({ state: 'attached', timeout: 15_000 });
+  const deadline = Date.now() + 15_000;
+  while (((await page.locator('figure.chart polyline').first().getAttribute('points')) ?? '').trim().split(/\s+/).length < 2) {
+    assert.ok(Date.now() < deadline, 'the RPO chart did not get a second sample');
+    await page.waitForTimeout(250);
+  }
   await page.waitForTimeout(5500);
   await screenshot(page, 'dashboard-protected');
 
