@@ -10,6 +10,7 @@ import { registerPolicies } from './commands/policies.ts';
 import { registerJobs } from './commands/jobs.ts';
 import { registerTokens } from './commands/tokens.ts';
 import { registerServe } from './commands/serve.ts';
+import { registerComponents } from './commands/components.ts';
 import { registerOptionalVerbs } from './commands/optional.ts';
 import { registerItemViews, registerReplicationVerbs } from './commands/items.ts';
 import { ReboundError, httpStatusOf } from '../domain/errors.ts';
@@ -40,6 +41,7 @@ export function buildProgram(): Command {
   registerItemViews(program);
   registerReplicationVerbs(program);
   registerTokens(program);
+  registerComponents(program);
   registerOptionalVerbs(program);
 
   // Subcommands inherit exit override and output so usage errors get exit code 2 everywhere.

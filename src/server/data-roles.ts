@@ -13,7 +13,8 @@ import { Agent } from '../replication/agent.ts';
 import type { Assignment } from '../replication/link.ts';
 import { MasterTarget } from '../replication/master-target.ts';
 import { ProcessServer } from '../replication/process-server.ts';
-import type { TlsMaterial } from '../replication/wire.ts';
+import type { EmbeddedMaterial } from '../pki/embedded.ts';
+import { peerChecker, RevocationList } from '../pki/tls.ts';
 import type { Store } from '../store/open.ts';
 import { startHealthMonitor } from '../vault/health-monitor.ts';
 import { ItemActions } from '../vault/item-actions.ts';
@@ -29,8 +30,8 @@ export interface DataRolesOptions {
   logger: Logger;
   dataDir: string;
   keys: VaultKeys;
-  /** TLS material for the embedded roles (issued by the vault CA). */
-  material: TlsMaterial | null;
+  /** TLS material for each embedded role (issued by the vault CA; src/pki/embedded.ts). */
+  material: EmbeddedMaterial;
   /** Run agent / process server / master target here (default all). */
   roles?: { agent?: boolean; processServer?: boolean; masterTarget?: boolean };
   onRpo?(machine: string, seconds: number | null): void;
@@ -80,21 +81,27 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
   const actions = new ItemActions(o.store, o.jobs);
   o.jobs.register(protectJob(o.store, actions));
   const started: { close(): Promise<void> }[] = [];
+  // Registered components (agents, process servers run as their own processes) may connect to
+  // the embedded listeners too; a revoked one is refused right after its handshake.
+  const revocations = new RevocationList(o.store);
+  await revocations.refresh();
+  revocations.start();
+  started.push({ close: async () => revocations.stop() });
   try {
     if (roles.masterTarget) {
-      mt = new MasterTarget({ transportKey: o.keys.transport, atRestKeys: o.keys.atRestKeys, material: o.material, logger: o.logger.child({ role: 'master-target' }), link: catalogue.masterTargetLink() });
+      mt = new MasterTarget({ transportKey: o.keys.transport, atRestKeys: o.keys.atRestKeys, material: o.material['master-target'], checkPeer: peerChecker({ revocations, roles: ['process-server'] }), logger: o.logger.child({ role: 'master-target' }), link: catalogue.masterTargetLink() });
       await mt.start();
       started.push(mt);
       o.jobs.register(scrubJob(o.store, mt));
     }
     if (roles.processServer) {
-      ps = new ProcessServer({ dir: join(o.dataDir, 'process-server'), transportKey: o.keys.transport, material: o.material, logger: o.logger.child({ role: 'process-server' }), link: catalogue.masterTargetLink(), masterTargetFor: () => mt?.address ?? '' });
+      ps = new ProcessServer({ dir: join(o.dataDir, 'process-server'), transportKey: o.keys.transport, material: o.material['process-server'], checkPeer: peerChecker({ revocations, roles: ['agent'] }), logger: o.logger.child({ role: 'process-server' }), link: catalogue.masterTargetLink(), masterTargetFor: () => mt?.address ?? '' });
       await ps.start();
       started.push(ps);
     }
     let agent: Agent | undefined;
     if (roles.agent) {
-      agent = new Agent({ stateDir: join(o.dataDir, 'agent'), link: catalogue.agentLink(), providerFor: providerCache(), prepare: preparePhysical, transportKey: o.keys.transport, material: o.material, logger: o.logger.child({ role: 'agent' }) });
+      agent = new Agent({ stateDir: join(o.dataDir, 'agent'), link: catalogue.agentLink(), providerFor: providerCache(), prepare: preparePhysical, transportKey: o.keys.transport, material: o.material.agent, logger: o.logger.child({ role: 'agent' }) });
       agent.start();
       started.push({ close: () => agent!.stop() });
     }

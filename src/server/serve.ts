@@ -16,6 +16,7 @@ import { diagSequence } from './diag-sequence.ts';
 import { startDataRoles } from './data-roles.ts';
 import type { DataRoles } from './data-roles.ts';
 import { loadVaultKeys } from '../vault/keys.ts';
+import { loadEmbeddedTls } from '../pki/embedded.ts';
 
 export interface StartServerOptions {
   dataDir: string;
@@ -68,7 +69,9 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   let roles: DataRoles | undefined;
   try {
     const keys = await loadVaultKeys(store);
-    roles = await startDataRoles({ store, jobs, logger, dataDir, keys, material: null, ...(opts.roles ? { roles: opts.roles } : {}) });
+    // The embedded roles' data connections are mutual TLS with certificates from the vault CA.
+    const { material } = await loadEmbeddedTls(store, keys.wrap);
+    roles = await startDataRoles({ store, jobs, logger, dataDir, keys, material, ...(opts.roles ? { roles: opts.roles } : {}) });
     app = await buildApp({ store, jobs, logger, version: version(), diagRoutes: testJobs, ...(roles ? { actions: roles.actions, catalogue: roles.catalogue, dataStats: () => roles!.stats() } : {}) });
     await app.listen({ port: opts.port, host: opts.host ?? '127.0.0.1' });
   } catch (err) {
