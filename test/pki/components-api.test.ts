@@ -24,12 +24,10 @@ import type { ServerProcess } from '../support/server.ts';
 interface Answer { status: number; body: Record<string, unknown> }
 
 const REPO = path.resolve(import.meta.dirname, '../..');
-// The component verbs on a program built like bin/rebound's (main.ts wires them in the CLI).
+// The component verbs as bin/rebound's program has them (main.ts registers them).
 const CLI = `
 import { buildProgram } from './src/cli/main.ts';
-import { registerComponents } from './src/cli/commands/components.ts';
 const program = buildProgram();
-registerComponents(program);
 try { await program.parseAsync(process.argv.slice(1), { from: 'user' }); }
 catch (err) { process.stderr.write('rebound: ' + err.message + '\\n'); process.exitCode = 3; }
 `;
