@@ -9,6 +9,7 @@
 // The first point of an item is the initial replication (allocated data only, progress in %);
 // writes made meanwhile are in the next point's changes.
 import { mkdir, readFile, rm } from 'node:fs/promises';
+import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { sendTransfer } from '../datapath/frame-stream.ts';
@@ -85,9 +86,6 @@ export class Agent {
     await Promise.all([...this.#workers.values()].map((w) => w.done));
     this.#workers.clear();
   }
-
-  /** Wakes an item's worker now (a failover asks for the pending changes at once). */
-  async poll(): Promise<void> { await this.#poll(); }
 
   async #poll(): Promise<void> {
     const list = await this.#o.link.assignments();
@@ -275,11 +273,4 @@ export class Agent {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (ms <= 0) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const t = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve(); }, ms);
-    const onAbort = (): void => { clearTimeout(t); reject(signal.reason); };
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-}
+const sleep = (ms: number, signal: AbortSignal): Promise<unknown> => (ms > 0 ? delay(ms, undefined, { signal }) : Promise.resolve());

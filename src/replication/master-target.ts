@@ -1,18 +1,17 @@
 // The master target: at the recovery site, writes received transfers into each disk's replica
 // (src/replica: qcow2 chains, encrypted at rest), names a recovery point in the vault once every
-// disk of the machine holds it, applies the policy's retention, scrubs, and builds the
-// copy-on-write views failover boots from. One transfer per disk at a time; a transfer of a point
-// the disk already holds is answered "all acknowledged", so a relay that crashed after the
-// master target committed does not write it twice.
-import { mkdir, readdir, stat } from 'node:fs/promises';
+// disk of the machine holds it, applies the policy's retention and scrubs. One transfer per
+// disk at a time; a transfer of a point the disk already holds is answered "all acknowledged",
+// so a relay that crashed after the master target committed does not write it twice.
+import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { PeerCertificate } from 'node:tls';
 import type { Logger } from 'pino';
 import { receiveTransfer } from '../datapath/frame-stream.ts';
-import { conflict, invalid, notFound, ReboundError } from '../domain/errors.ts';
+import { conflict, invalid, ReboundError } from '../domain/errors.ts';
 import { ReplicaDisk } from '../replica/replica-disk.ts';
-import type { AtRestKey, PointWriter, ReplicaView } from '../replica/replica-disk.ts';
+import type { AtRestKey, PointWriter } from '../replica/replica-disk.ts';
 import type { MasterTargetLink } from './link.ts';
 import { listenTransfers } from './wire.ts';
 import type { DataListener, TlsMaterial, TransferHeader } from './wire.ts';
@@ -33,11 +32,6 @@ export interface MasterTargetOptions {
 
 interface Progress { transferId: string; ackedThrough: number }
 const isProgress = (p: unknown): p is Progress => typeof p === 'object' && p !== null && typeof (p as Progress).transferId === 'string';
-
-export interface PointView {
-  pointId: string;
-  disks: { diskId: string; view: ReplicaView; secrets: { id: string; data: string }[] }[];
-}
 
 export class MasterTarget {
   readonly #o: MasterTargetOptions;
@@ -86,7 +80,7 @@ export class MasterTarget {
     // Point ids are time-ordered (UUIDv7): a point older than the newest one this disk holds, and
     // not held itself, was merged away by retention — applying it again would lay old data over
     // newer (a replayed or re-forwarded transfer). Refused; the sender treats it as done.
-    const disk = await this.#disk(h.targetSiteId, h.itemId, h.diskId, h.diskSize, h.encryption !== 'none');
+    const disk = await this.#disk(h);
     const pts = disk.points();
     const newest = pts.at(-1)?.id;
     if (newest !== undefined && h.pointId < newest && !pts.some((p) => p.id === h.pointId)) {
@@ -94,17 +88,17 @@ export class MasterTarget {
     }
   }
 
-  async #disk(siteId: string, itemId: string, diskId: string, size: number, encrypt: boolean): Promise<ReplicaDisk> {
-    const dir = join(await this.itemDir(siteId, itemId), diskId);
+  /** The replica in `dir`, opened once and shared; created (empty, `size` bytes) when asked. */
+  #replica(dir: string, create?: { size: number; encrypt: boolean }): Promise<ReplicaDisk> {
     let p = this.#disks.get(dir);
     if (!p) {
       p = (async () => {
         try {
           return await ReplicaDisk.open(dir, { keys: this.#o.atRestKeys });
         } catch (err) {
-          if (!(err instanceof ReboundError && err.kind === 'not-found')) throw err;
+          if (!create || !(err instanceof ReboundError && err.kind === 'not-found')) throw err;
           await mkdir(dir, { recursive: true });
-          return ReplicaDisk.create(dir, { size, ...(encrypt ? { key: this.#o.atRestKeys[0]! } : {}) });
+          return ReplicaDisk.create(dir, { size: create.size, ...(create.encrypt ? { key: this.#o.atRestKeys[0]! } : {}) });
         }
       })();
       this.#disks.set(dir, p);
@@ -113,12 +107,16 @@ export class MasterTarget {
     return p;
   }
 
+  async #disk(h: TransferHeader): Promise<ReplicaDisk> {
+    return this.#replica(join(await this.itemDir(h.targetSiteId, h.itemId), h.diskId), { size: h.diskSize, encrypt: h.encryption !== 'none' });
+  }
+
   async #receive(h: TransferHeader, socket: Duplex): Promise<void> {
     const key = `${h.itemId}/${h.diskId}`;
     this.#busy.add(key);
     let writer: PointWriter | undefined;
     try {
-      const disk = await this.#disk(h.targetSiteId, h.itemId, h.diskId, h.diskSize, h.encryption !== 'none');
+      const disk = await this.#disk(h);
       if (disk.size !== h.diskSize) throw conflict('replica-size-changed', `Disk ${h.diskId} of ${h.machine} is ${h.diskSize} bytes now, its replica ${disk.size}: a resized disk needs replication re-enabled.`);
       let committedNow = false;
       await receiveTransfer(socket, {
@@ -175,14 +173,7 @@ export class MasterTarget {
     try { names = (await readdir(dir)).filter((n) => ID_RE.test(n)); } catch { return []; }
     const out: { diskId: string; disk: ReplicaDisk }[] = [];
     for (const n of names.sort()) {
-      const d = join(dir, n);
-      let p = this.#disks.get(d);
-      if (!p) {
-        p = ReplicaDisk.open(d, { keys: this.#o.atRestKeys });
-        this.#disks.set(d, p);
-        p.catch(() => this.#disks.delete(d));
-      }
-      try { out.push({ diskId: n, disk: await p }); } catch { /* not a replica (half-created): skipped */ }
+      try { out.push({ diskId: n, disk: await this.#replica(join(dir, n)) }); } catch { /* not a replica (half-created): skipped */ }
     }
     return out;
   }
@@ -225,8 +216,6 @@ export class MasterTarget {
       if (r.deferred) return; // a view (test failover) holds the chain; next time
       for (const id of r.dropped) dropped.add(id);
     }
-    const gone = common.filter((p) => p.id !== oldestKept && Date.parse(p.createdAt) <= Date.parse(common.find((c) => c.id === oldestKept)!.createdAt)).map((p) => p.id);
-    for (const id of gone) dropped.add(id);
     if (dropped.size > 0) await this.#o.link.prunePoints(itemId, [...dropped]);
   }
 
@@ -243,43 +232,5 @@ export class MasterTarget {
       if (bad.size > 0) await this.#o.link.markBad(itemId, [...bad], 'scrub found blocks that no longer match their checksums');
       return { checkedBlocks, badPoints: [...bad] };
     });
-  }
-
-  /** Bootable copy-on-write views of a point on every disk, in constant time. */
-  async openViews(siteId: string, itemId: string, pointId: string, viewId: string): Promise<PointView> {
-    return this.#withItem(itemId, async () => {
-      const disks = await this.#itemDisks(siteId, itemId);
-      if (disks.length === 0) throw notFound('replica-not-found', `Item ${itemId} has no replica at this site.`);
-      const out: PointView = { pointId, disks: [] };
-      try {
-        for (const { diskId, disk } of disks) out.disks.push({ diskId, view: await disk.openView(pointId, viewId), secrets: disk.secrets() });
-      } catch (err) {
-        for (const { disk } of disks) await disk.closeView(viewId).catch(() => undefined);
-        throw err;
-      }
-      return out;
-    });
-  }
-
-  async closeViews(siteId: string, itemId: string, viewId: string): Promise<void> {
-    await this.#withItem(itemId, async () => {
-      for (const { disk } of await this.#itemDisks(siteId, itemId)) await disk.closeView(viewId);
-    });
-  }
-
-  /** Bytes the item's replicas take on disk. */
-  async storageBytes(siteId: string, itemId: string): Promise<number> {
-    let n = 0;
-    for (const { disk } of await this.#itemDisks(siteId, itemId)) {
-      for (const f of disk.files()) {
-        try { n += (await stat(f)).blocks * 512; } catch { /* gone */ }
-      }
-    }
-    return n;
-  }
-
-  /** Forgets the open replicas of an item (before its directory is removed). */
-  forget(itemDir: string): void {
-    for (const k of [...this.#disks.keys()]) if (k.startsWith(`${itemDir}/`)) this.#disks.delete(k);
   }
 }

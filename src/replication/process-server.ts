@@ -35,12 +35,17 @@ export interface ProcessServerOptions {
 }
 
 const TOMBSTONE_MS = 3600_000;
+/** Forwarding order within an item: points in sequence, disks in order within a point. */
+const before = (a: TransferHeader, b: TransferHeader): boolean => a.pointSeq < b.pointSeq || (a.pointSeq === b.pointSeq && a.diskIndex < b.diskIndex);
 
 export class ProcessServer {
   readonly #o: ProcessServerOptions;
   readonly #spool: Spool;
   #listener: DataListener | undefined;
   readonly #receiving = new Set<string>();
+  /** The cache's transfers, in memory: read from disk once at start, then kept up to date, so
+   * picking the next transfer to forward reads no files. */
+  readonly #cached = new Map<string, { header: TransferHeader; complete: boolean }>();
   /** Per item: the forwarding loop, woken when a transfer completes. */
   readonly #forwarders = new Map<string, { wake: () => void; running: Promise<void> }>();
   #closed = false;
@@ -68,7 +73,8 @@ export class ProcessServer {
       handle: (h, socket) => this.#receive(h, socket),
       onError: (err) => this.#o.logger.debug({ err }, 'process server: transfer ended with an error'),
     });
-    for (const t of await this.#spool.list()) this.#kick(t.header.itemId);
+    for (const t of await this.#spool.list()) this.#cached.set(t.transferId, { header: t.header, complete: t.complete });
+    for (const t of this.#cached.values()) this.#kick(t.header.itemId);
     await this.#pruneTombstones();
   }
 
@@ -79,9 +85,6 @@ export class ProcessServer {
     for (const f of this.#forwarders.values()) f.wake();
     await Promise.all([...this.#forwarders.values()].map((f) => f.running.catch(() => undefined)));
   }
-
-  /** Bytes waiting in the cache. */
-  cacheBytes(): Promise<number> { return this.#spool.bytes(); }
 
   async #accept(h: TransferHeader): Promise<void> {
     if (this.#closed) throw new ReboundError('unavailable', 'process-server-closing', 'The process server is shutting down.', { retryable: true });
@@ -98,6 +101,7 @@ export class ProcessServer {
       // A newer point of the item makes older unfinished ones pointless: the agent abandoned them.
       if (done === null) await this.#dropAbandoned(h);
       entry = done === null ? await this.#spool.open(h) : undefined;
+      if (entry) this.#cached.set(h.transferId, { header: h, complete: entry.complete });
       await receiveTransfer(socket, {
         vaultKey: this.#o.transportKey,
         ackedThrough: async (tid) => {
@@ -114,6 +118,8 @@ export class ProcessServer {
         checkpoint: async (_tid, seq) => { await entry!.checkpoint(seq); },
         complete: async (_tid, frames) => {
           if (entry && !entry.complete) await entry.checkpoint(frames - 1, true);
+          const c = this.#cached.get(h.transferId);
+          if (c) c.complete = true;
         },
       });
       this.stats.received++;
@@ -125,12 +131,17 @@ export class ProcessServer {
   }
 
   async #dropAbandoned(h: TransferHeader): Promise<void> {
-    for (const t of await this.#spool.list()) {
-      if (t.header.itemId === h.itemId && t.header.pointSeq < h.pointSeq && !t.complete && !this.#receiving.has(t.transferId)) {
-        this.#o.logger.info({ transfer: t.transferId }, 'process server: dropping an unfinished transfer the agent abandoned');
-        await rm(join(this.#spool.root, t.transferId), { recursive: true, force: true });
+    for (const [id, t] of this.#cached) {
+      if (t.header.itemId === h.itemId && t.header.pointSeq < h.pointSeq && !t.complete && !this.#receiving.has(id)) {
+        this.#o.logger.info({ transfer: id }, 'process server: dropping an unfinished transfer the agent abandoned');
+        await this.#drop(id);
       }
     }
+  }
+
+  async #drop(transferId: string): Promise<void> {
+    this.#cached.delete(transferId);
+    await rm(join(this.#spool.root, transferId), { recursive: true, force: true });
   }
 
   #kick(itemId: string): void {
@@ -143,13 +154,7 @@ export class ProcessServer {
       let backoff = 500;
       while (!this.#closed) {
         woken = false;
-        let next;
-        try {
-          next = await this.#nextFor(itemId);
-        } catch (err) {
-          this.#o.logger.warn({ err }, 'process server: cannot read the cache');
-          next = undefined;
-        }
+        const next = this.#nextFor(itemId);
         if (next === null) break; // nothing cached for the item
         if (next === undefined) {
           // The next transfer in order is still being received.
@@ -163,7 +168,11 @@ export class ProcessServer {
           if (this.#closed) break;
           if (err instanceof ReboundError && err.code === 'transfer-replayed') {
             // The master target applied this point long ago (we crashed before forgetting it).
-            await this.#finish(next).catch(() => undefined);
+            try {
+              await this.#done(await SpoolEntry.open(this.#spool.dirOf(next)));
+            } catch (e) {
+              this.#o.logger.warn({ err: e, transfer: next }, 'process server: cannot free an already-applied transfer');
+            }
             continue;
           }
           if (err instanceof ReboundError && err.code === 'spool-checksum-mismatch') {
@@ -181,12 +190,15 @@ export class ProcessServer {
   }
 
   /** The item's oldest cached transfer if complete; undefined if it is still arriving; null if none. */
-  async #nextFor(itemId: string): Promise<string | null | undefined> {
-    const mine = (await this.#spool.list()).filter((t) => t.header.itemId === itemId);
-    mine.sort((a, b) => a.header.pointSeq - b.header.pointSeq || a.header.diskIndex - b.header.diskIndex);
-    const first = mine[0];
+  #nextFor(itemId: string): string | null | undefined {
+    let first: [string, { header: TransferHeader; complete: boolean }] | undefined;
+    for (const e of this.#cached) {
+      const h = e[1].header;
+      if (h.itemId !== itemId) continue;
+      if (!first || before(h, first[1].header)) first = e;
+    }
     if (!first) return null;
-    return first.complete ? first.transferId : undefined;
+    return first[1].complete ? first[0] : undefined;
   }
 
   async #forward(transferId: string): Promise<void> {
@@ -216,24 +228,24 @@ export class ProcessServer {
           return data;
         },
       });
-      await writeFile(join(this.#o.dir, 'done', transferId), JSON.stringify({ frames: h.frames, at: Date.now() }));
-      await entry.remove();
+      await this.#done(entry);
       this.stats.forwarded++;
     } finally {
       await entry.close().catch(() => undefined);
     }
   }
 
-  async #finish(transferId: string): Promise<void> {
-    const entry = await SpoolEntry.open(this.#spool.dirOf(transferId));
-    await writeFile(join(this.#o.dir, 'done', transferId), JSON.stringify({ frames: entry.header.frames, at: Date.now() }));
+  /** Forwarded (or found already applied): a tombstone for late senders, and the cache freed. */
+  async #done(entry: SpoolEntry): Promise<void> {
+    await writeFile(join(this.#o.dir, 'done', entry.header.transferId), JSON.stringify({ frames: entry.header.frames, at: Date.now() }));
+    this.#cached.delete(entry.header.transferId);
     await entry.remove();
   }
 
   async #condemn(itemId: string, reason: string): Promise<void> {
     this.#o.logger.error({ item: itemId, reason }, 'process server: cached data is damaged; dropping the item\'s cache and asking for a resync');
-    for (const t of await this.#spool.list()) {
-      if (t.header.itemId === itemId && !this.#receiving.has(t.transferId)) await rm(join(this.#spool.root, t.transferId), { recursive: true, force: true });
+    for (const [id, t] of this.#cached) {
+      if (t.header.itemId === itemId && !this.#receiving.has(id)) await this.#drop(id);
     }
     await this.#o.link?.requestResync(itemId, reason);
   }

@@ -5,7 +5,7 @@
 // whatever pace the link allows. So when the link is slower than the churn, the cache grows
 // instead of the agent stalling, and a killed process server resumes both sides from the state
 // file: the log is cut back to its durable length, nothing acknowledged is lost.
-import { mkdir, open, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rm } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checksum } from '../datapath/checksum.ts';
@@ -177,13 +177,5 @@ export class Spool {
       }
     }
     return out;
-  }
-
-  async bytes(): Promise<number> {
-    let n = 0;
-    for (const t of await this.list()) {
-      try { n += (await stat(join(this.root, t.transferId, 'data.log'))).size; } catch { /* gone */ }
-    }
-    return n;
   }
 }

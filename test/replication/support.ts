@@ -3,7 +3,8 @@
 // stopped (views served over qemu-nbd, checked with the record verifier).
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { readdir } from 'node:fs/promises';
+import { open, readdir } from 'node:fs/promises';
+import { call } from '../api/helpers.ts';
 import { verifyDisk } from '../../src/guest/verify.ts';
 import type { VerifyReport } from '../../src/guest/verify.ts';
 import { ReplicaDisk } from '../../src/replica/replica-disk.ts';
@@ -12,16 +13,11 @@ import { openStore } from '../../src/store/open.ts';
 import { loadVaultKeys } from '../../src/vault/keys.ts';
 import type { ServerProcess } from '../support/server.ts';
 
+/** An API call as the server's admin (or `token`); throws with the answer unless it is 2xx. */
 export async function api<T = unknown>(s: Pick<ServerProcess, 'url' | 'token'>, method: string, path: string, body?: unknown): Promise<T> {
-  const res = await fetch(`${s.url}/api/v1${path}`, {
-    method,
-    headers: { authorization: `Bearer ${s.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  const json = text ? (JSON.parse(text) as T) : (undefined as T);
-  if (!res.ok) throw new Error(`${method} ${path} → ${res.status}: ${text}`);
-  return json;
+  const r = await call(s.url, method, `/api/v1${path}`, { token: s.token, ...(body === undefined ? {} : { body }) });
+  if (r.status < 200 || r.status > 299) throw new Error(`${method} ${path} → ${r.status}: ${r.text}`);
+  return r.body as T;
 }
 
 export interface JobLike { id: string; state: string; progress: number; error?: { code: string; message: string }; tasks: { name: string; state: string; progress: number }[] }
@@ -85,8 +81,7 @@ export async function verifyPoint(disk: ReplicaDisk, pointId: string, opts: { ex
  * it): read from the header, L1 and L2 tables, so it works for encrypted images too, whose host
  * offsets qemu-img map does not show. */
 export async function qcow2HostOffset(file: string, g: number): Promise<number | null> {
-  const { open: openFile } = await import('node:fs/promises');
-  const fh = await openFile(file, 'r');
+  const fh = await open(file, 'r');
   try {
     const h = Buffer.alloc(48);
     await fh.read(h, 0, 48, 0);
