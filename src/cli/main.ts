@@ -12,7 +12,8 @@ import { registerTokens } from './commands/tokens.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerComponents } from './commands/components.ts';
 import { registerOptionalVerbs } from './commands/optional.ts';
-import { registerItemViews, registerReplicationVerbs } from './commands/items.ts';
+import { registerDemo } from './commands/demo.ts';
+import { registerItemActions, registerItemViews, registerReplicationVerbs } from './commands/items.ts';
 import { ReboundError, httpStatusOf } from '../domain/errors.ts';
 
 const VERSION = '0.1.0';
@@ -40,9 +41,11 @@ export function buildProgram(): Command {
   registerJobs(program);
   registerItemViews(program);
   registerReplicationVerbs(program);
+  registerItemActions(program);
   registerTokens(program);
   registerComponents(program);
   registerOptionalVerbs(program);
+  registerDemo(program);
 
   // Subcommands inherit exit override and output so usage errors get exit code 2 everywhere.
   const inherit = (cmd: Command) => {

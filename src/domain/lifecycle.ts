@@ -63,6 +63,11 @@
 //   sync-failed               failback-syncing → protected (reverse; nothing was lost)
 //   failover-done             failing-over → failed-over, activeSite = target
 //   failover-failed           failing-over → failover-cancelled
+//   failover-aborted          failing-over → protected: the job stopped before it changed anything
+//                             (a planned failover whose source refused to shut down keeps
+//                             running there, so replication simply resumes)
+//   test-failover-failed      test-failover → protected: the drill could not start; its
+//                             partial test machine was removed
 //   disable-done              disabling → null
 // Every refusal is ReboundError('conflict', code, sentence) naming the machine, why, and what to
 // do first. Invariant kept by every transition: the machine runs at the source, except in
@@ -116,6 +121,8 @@ export type InternalAction =
   | { kind: 'sync-failed' }
   | { kind: 'failover-done' }
   | { kind: 'failover-failed' }
+  | { kind: 'failover-aborted' }
+  | { kind: 'test-failover-failed' }
   | { kind: 'disable-done' };
 
 export type LifecycleAction = OperatorAction | InternalAction;
@@ -139,6 +146,8 @@ export const INTERNAL_ACTIONS: readonly InternalAction['kind'][] = [
   'sync-failed',
   'failover-done',
   'failover-failed',
+  'failover-aborted',
+  'test-failover-failed',
   'disable-done',
 ];
 
@@ -432,6 +441,10 @@ export function decide(item: LifecycleItem | null, action: LifecycleAction, ctx:
       return internal(item, action.kind, 'failing-over', () => withState(item, 'failed-over', { activeSite: to }));
     case 'failover-failed':
       return internal(item, action.kind, 'failing-over', () => withState(item, 'failover-cancelled'));
+    case 'failover-aborted':
+      return internal(item, action.kind, 'failing-over', () => withState(item, 'protected'));
+    case 'test-failover-failed':
+      return internal(item, action.kind, 'test-failover', () => withState(item, 'protected'));
     case 'disable-done':
       return internal(item, action.kind, 'disabling', () => null);
   }

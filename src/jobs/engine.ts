@@ -237,9 +237,10 @@ export class JobEngine {
     }
     const db = this.#store.db;
     const t = now();
-    // A job that has done some work and whose kind compensates goes through a worker, which runs
-    // onCancel under a lease; any other queued or waiting job ends here and now.
-    const viaWorker = def?.onCancel !== undefined && job.startedAt !== null;
+    // A job whose kind compensates goes through a worker, which runs onCancel under a lease
+    // (even before its first task: the hook may have state to restore that the enqueue set,
+    // such as a protected item's lifecycle state); any other queued or waiting job ends here.
+    const viaWorker = def?.onCancel !== undefined;
     const direct = viaWorker
       ? await db
           .updateTable('jobs')

@@ -35,6 +35,10 @@ export interface MachineDefinition {
   disks: DiskSpec[];
   nics: NicSpec[];
   boot: BootSpec;
+  /** Secrets the hypervisor loads before opening the disks, for images whose backing chain is
+   * encrypted (a recovered machine running over the replica store until commit). `file` holds the
+   * passphrase (mode 0600); `id` is the secret id the images name. */
+  secrets?: { id: string; file: string }[];
 }
 
 export type PowerState = 'running' | 'paused' | 'stopped' | 'crashed';
@@ -103,6 +107,7 @@ export interface TrackingStatus {
 /** Creates a machine at the recovery side from disk images that are already there. */
 export interface ReplicaSpec {
   name: string;
+  secrets?: { id: string; file: string }[];
   /** Images the replica runs on (qcow2 overlays over the replica store's images, typically). */
   disks: DiskSpec[];
   /** Taken from the protected machine's definition: cpus, memory, boot, MACs. */
@@ -143,8 +148,18 @@ export interface MachineProvider {
   /** Drops all tracking state and starts afresh (after a digest resync). */
   resetTracking?(name: string, signal?: AbortSignal): Promise<TrackingStatus>;
 
+  /** Opens a stopped machine's disks without running it (QEMU: started with the CPUs stopped),
+   * so a point can be taken of its final state; stop it with powerOff. */
+  startPaused?(name: string, signal?: AbortSignal): Promise<MachineInfo>;
+
   // Recovery side.
   createReplica?(spec: ReplicaSpec, signal?: AbortSignal): Promise<MachineInfo>;
+  /** Replaces a stopped machine's definition (same name): new disks after a failback. */
+  redefine?(def: MachineDefinition, signal?: AbortSignal): Promise<MachineInfo>;
+  /** Makes every disk of the machine standalone: its backing chain (the replica store) is copied
+   * into the disk's own image, live when the machine runs, and the definition loses its secrets.
+   * Afterwards the machine depends on nothing but its own images (commit). */
+  consolidate?(name: string, signal?: AbortSignal): Promise<MachineInfo>;
   /** Moves a stopped machine's NICs to another network. */
   setNetwork?(name: string, network: NetworkKind, isolation?: string, signal?: AbortSignal): Promise<MachineInfo>;
 }

@@ -59,6 +59,7 @@ export interface QmpCommandMap {
   'block-dirty-bitmap-disable': { args: { node: string; name: string }; ret: Empty };
   'blockdev-add': { args: Record<string, unknown>; ret: Empty };
   'blockdev-del': { args: { 'node-name': string }; ret: Empty };
+  'block-stream': { args: { 'job-id': string; device: string; base?: string }; ret: Empty };
   'block-job-cancel': { args: { device: string; force?: boolean }; ret: Empty };
   'nbd-server-start': { args: { addr: { type: 'unix'; data: { path: string } } }; ret: Empty };
   'nbd-server-stop': { args: undefined; ret: Empty };

@@ -24,9 +24,11 @@
 // and then fails the scrub rather than condemning good data.
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { conflict, invalid, notFound, ReboundError } from '../domain/errors.ts';
 import { checksum, keyedChecksum } from '../datapath/checksum.ts';
+import { digestReader } from '../datapath/digest.ts';
+import type { DigestMap } from '../datapath/digest.ts';
 import { NbdClient } from '../nbd/client.ts';
 import { readSums, writeSums } from './block-sums.ts';
 import type { BlockSums } from './block-sums.ts';
@@ -61,6 +63,14 @@ export interface AtRestKey {
 export function deriveAtRestKey(vaultKey: Uint8Array, keyId: string): AtRestKey {
   const k = Buffer.from(hkdfSync('sha256', vaultKey, Buffer.from('rebound/replica-at-rest/v1'), Buffer.from(keyId), 32));
   return { id: keyId, secret: k.toString('hex') };
+}
+
+/** An existing image a new replica starts from (reverse replication over the old disks): the
+ * base reads as this image until points are written, so only differences need sending. The image
+ * must not change while the replica uses it. */
+export interface SeedImage {
+  path: string;
+  format: 'raw' | 'qcow2';
 }
 
 export interface PointInfo {
@@ -131,7 +141,7 @@ export class ReplicaDisk {
   }
 
   /** Creates an empty replica (a base of `size` bytes, no points yet) in `dir`. */
-  static async create(dir: string, opts: { size: number; blockSize?: number; key?: AtRestKey }): Promise<ReplicaDisk> {
+  static async create(dir: string, opts: { size: number; blockSize?: number; key?: AtRestKey; seed?: SeedImage }): Promise<ReplicaDisk> {
     const blockSize = opts.blockSize ?? DEFAULT_REPLICA_BLOCK;
     if (blockSize < 4096 || blockSize > 2 * 1024 * 1024 || (blockSize & (blockSize - 1)) !== 0) {
       throw invalid('replica-block-size', `A replica block size of ${blockSize} is not a power of two between 4 KiB and 2 MiB.`);
@@ -156,7 +166,7 @@ export class ReplicaDisk {
       m.encryption = { keyId: opts.key.id, rotatingTo: null, sealedSumsKey: sealKey(disk.#sumsKey, opts.key) };
     }
     await rm(join(dir, 'base.qcow2'), { force: true }); // from a create that died before its manifest
-    await disk.#createImage('base.qcow2', null);
+    await disk.#createImage('base.qcow2', null, '', opts.seed ? { name: opts.seed.path, format: opts.seed.format } : undefined);
     await fsyncDir(dir);
     await saveManifest(dir, m);
     return disk;
@@ -195,7 +205,7 @@ export class ReplicaDisk {
 
   /** Files the replica holds (for storage accounting). */
   files(): string[] {
-    return [this.#m.base.file, ...(this.#m.base.sums ? [this.#m.base.sums] : []), ...this.#m.layers.flatMap((l) => [l.file, l.sums]), ...this.#m.views.map((v) => v.file)].map((f) => join(this.dir, f));
+    return [this.#m.base.file, ...(this.#m.base.sums ? [this.#m.base.sums] : []), ...this.#m.layers.flatMap((l) => [l.file, l.sums]), ...this.#m.views.filter((v) => !isAbsolute(v.file)).map((v) => v.file)].map((f) => join(this.dir, f));
   }
 
   /**
@@ -278,14 +288,57 @@ export class ReplicaDisk {
     });
   }
 
-  closeView(viewId: string): Promise<void> {
+  /** Closes a view (or export); its file is removed unless `keepFile` (an export whose machine
+   * made it standalone, or that the caller removes itself). */
+  closeView(viewId: string, opts: { keepFile?: boolean } = {}): Promise<void> {
     return this.#serial(async () => {
       const v = this.#m.views.find((x) => x.id === viewId);
       if (!v) return;
       this.#m.views = this.#m.views.filter((x) => x.id !== viewId);
       await saveManifest(this.dir, this.#m);
-      await rm(join(this.dir, v.file), { force: true });
+      if (!opts.keepFile) await rm(resolve(this.dir, v.file), { force: true });
     });
+  }
+
+  /**
+   * Exports a point as a plain qcow2 overlay at `path`, outside the replica (a recovered machine's
+   * own directory): copy-on-write over the point's layer, in time independent of the disk size.
+   * The machine's writes stay in that file (unencrypted, like any production disk); the point's
+   * layers are never written. Like a view it holds the chain (retention waits) until closed. Its
+   * backing chain is encrypted when the replica is, so QEMU needs `secrets()` to open it until
+   * the machine streams the chain into the file (commit).
+   */
+  exportPoint(pointId: string, path: string, viewId: string = randomUUID()): Promise<ReplicaView> {
+    return this.#serial(async () => {
+      checkId(viewId, 'view');
+      if (!isAbsolute(path)) throw invalid('replica-export-path', `An export path must be absolute; ${path} is not.`);
+      const point = this.points().find((p) => p.id === pointId);
+      if (!point) throw notFound('replica-point-not-found', `Point ${pointId} is not retained in ${this.dir}.`, { hint: 'List the points and choose a retained one.' });
+      if (point.bad) throw conflict('replica-point-bad', `Point ${pointId} failed verification and cannot be used.`, { hint: 'Choose another point; scrub reported which points are damaged.' });
+      if (this.#m.views.some((v) => v.id === viewId)) throw conflict('replica-view-exists', `A view ${viewId} already exists.`);
+      const layerFile = this.#m.base.pointId === pointId ? this.#m.base.file : this.#m.layers.find((l) => l.pointId === pointId)!.file;
+      const abs = join(this.dir, layerFile);
+      await mkdir(dirname(path), { recursive: true });
+      await rm(path, { force: true });
+      await this.#createImage(path, null, '', { name: this.#m.encryption ? jsonName({ path: abs, secretId: SECRET_ID }) : abs, format: 'qcow2' }, true);
+      await fsyncDir(dirname(path));
+      this.#m.views.push({ id: viewId, pointId, file: path, createdAt: new Date().toISOString() });
+      await saveManifest(this.dir, this.#m);
+      return { id: viewId, pointId, path, drive: jsonName({ path, secretId: null }), secretId: this.#m.encryption ? SECRET_ID : null };
+    });
+  }
+
+  /** Block digests (src/datapath/digest.ts) of the replica's newest content: what a resync by
+   * digests compares the source against, so only differing blocks are sent. Holes are not read. */
+  digests(blockSize: number, signal?: AbortSignal): Promise<DigestMap> {
+    return this.#serial(async () => this.#withNbd(jsonName(this.#spec(this.#top())), true, async (nbd) => {
+      const zero = await nbd.blockStatusAll('base:allocation').catch(() => null);
+      const data = zero?.filter((e) => (e.flags & 2) === 0).map((e) => {
+        const start = Math.floor(e.offset / blockSize) * blockSize;
+        return { offset: start, length: Math.min(this.#m.size, Math.ceil((e.offset + e.length) / blockSize) * blockSize) - start };
+      });
+      return digestReader({ size: this.#m.size, read: (o, l) => { signal?.throwIfAborted(); return nbd.read(o, l); } }, { blockSize, ...(data ? { dataExtents: data } : {}) });
+    }));
   }
 
   /** The secrets a QEMU process needs to open this replica's images (empty when plain). */
@@ -427,15 +480,16 @@ export class ReplicaDisk {
     }
   }
 
-  async #createImage(file: string, backingFile: string | null, rel = ''): Promise<void> {
+  async #createImage(file: string, backingFile: string | null, rel = '', backing?: { name: string; format: 'raw' | 'qcow2' }, plain = false): Promise<void> {
     const opts = [`cluster_size=${this.#m.blockSize}`];
     const secrets = this.secrets();
-    if (this.#m.encryption) opts.push('encrypt.format=luks', `encrypt.key-secret=${SECRET_ID}`, `encrypt.iter-time=${LUKS_ITER_MS}`);
+    if (this.#m.encryption && !plain) opts.push('encrypt.format=luks', `encrypt.key-secret=${SECRET_ID}`, `encrypt.iter-time=${LUKS_ITER_MS}`);
     const args = ['create', '-q', '-f', 'qcow2', '-o', opts.join(',')];
-    if (backingFile) args.push('-b', backingName(join(this.dir, backingFile), rel + backingFile, this.#m.encryption ? SECRET_ID : null), '-F', 'qcow2');
-    args.push(join(this.dir, file), String(this.#m.size));
+    if (backing) args.push('-b', backing.name, '-F', backing.format);
+    else if (backingFile) args.push('-b', backingName(join(this.dir, backingFile), rel + backingFile, this.#m.encryption ? SECRET_ID : null), '-F', 'qcow2');
+    args.push(resolve(this.dir, file), String(this.#m.size));
     await runQemu('qemu-img', args, secrets);
-    await fsyncPath(join(this.dir, file));
+    await fsyncPath(resolve(this.dir, file));
   }
 
   /** Serves one image over a private qemu-nbd and connects to it. */
@@ -469,7 +523,7 @@ export class ReplicaDisk {
         await new Promise((r) => setTimeout(r, 10));
       }
       await s.forgetSecrets();
-      const nbd = await NbdClient.connect({ path: sock }, { connectTimeoutMs: Math.max(5000, deadline - Date.now()) }).catch(async (err: unknown) => {
+      const nbd = await NbdClient.connect({ path: sock }, { connectTimeoutMs: Math.max(5000, deadline - Date.now()), metaContexts: ['base:allocation'] }).catch(async (err: unknown) => {
         // Refused or cut during the handshake: if qemu-nbd died, its own words say why.
         if (await Promise.race([s.exited.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 1000))])) throw startFailure(name, s.stderr(), err);
         throw err;
@@ -662,7 +716,8 @@ export class ReplicaDisk {
     if (!oldKey || !newKey) {
       throw new ReboundError('forbidden', 'replica-key-missing', `The replica in ${this.dir} is being re-keyed from ${e.keyId} to ${e.rotatingTo ?? '?'}; both keys are needed to finish.`);
     }
-    const files = [this.#m.base.file, ...this.#m.layers.map((l) => l.file), ...this.#m.views.map((v) => v.file)];
+    // Exports (absolute paths) are plain images over the chain: nothing of theirs is keyed.
+    const files = [this.#m.base.file, ...this.#m.layers.map((l) => l.file), ...this.#m.views.filter((v) => !isAbsolute(v.file)).map((v) => v.file)];
     for (const file of files) {
       // Each file alone (without backing): during the rotation the chain holds both keys.
       const alone = jsonName({ path: join(this.dir, file), secretId: SECRET_ID, alone: true });

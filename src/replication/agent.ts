@@ -15,7 +15,9 @@ import type { Logger } from 'pino';
 import { sendTransfer } from '../datapath/frame-stream.ts';
 import type { PlannedExtent } from '../datapath/frame-stream.ts';
 import { ReboundError } from '../domain/errors.ts';
-import type { MachineProvider, Point } from '../providers/provider.ts';
+import { diffDigests, digestReader } from '../datapath/digest.ts';
+import type { DigestMap } from '../datapath/digest.ts';
+import type { MachineProvider, Point, PointDisk } from '../providers/provider.ts';
 import { writeFileAtomic } from '../replica/durable.ts';
 import { DEFAULT_REPLICA_BLOCK } from '../replica/replica-disk.ts';
 import { newId } from '../store/ids.ts';
@@ -36,6 +38,9 @@ export interface AgentOptions {
   transportKey: Buffer;
   material: TlsMaterial | null;
   logger: Logger;
+  /** Digests of the replica's newest content at the target (for a resync by digests); null when
+   * there is no replica there. Without it a digests resync falls back to a full copy. */
+  targetDigests?(a: Assignment, diskId: string, blockSize: number, signal: AbortSignal): Promise<DigestMap | null>;
   /** How often assignments are re-read. */
   pollMs?: number;
   window?: number;
@@ -85,6 +90,37 @@ export class Agent {
     for (const w of this.#workers.values()) w.stop.abort();
     await Promise.all([...this.#workers.values()].map((w) => w.done));
     this.#workers.clear();
+  }
+
+  /**
+   * Takes and sends one point of the item now, outside its schedule (a planned failover's last
+   * changes after the source shut down, or an unplanned one's best effort). The item's worker is
+   * stopped first, so its cycle in flight (if any) is adopted and finished, never duplicated. A
+   * stopped QEMU machine is opened paused for the point and closed again. Resolves when every
+   * disk's transfer is acknowledged by the process server.
+   */
+  async syncNow(a: Assignment, signal: AbortSignal): Promise<{ pointId: string; pointSeq: number; takenAt: number }> {
+    const w = this.#workers.get(a.itemId);
+    if (w) {
+      w.stop.abort();
+      await w.done;
+      this.#workers.delete(a.itemId);
+    }
+    const p = this.#o.providerFor(a);
+    await this.#o.prepare?.(p, a);
+    let opened = false;
+    if (p.startPaused) {
+      const st = await p.state(a.machine, signal);
+      if (st.state === 'stopped') {
+        await p.startPaused(a.machine, signal);
+        opened = true;
+      }
+    }
+    try {
+      return await this.#cycle(a, signal, true);
+    } finally {
+      if (opened) await p.powerOff(a.machine).catch((err: unknown) => this.#o.logger.warn({ err, item: a.itemId }, 'agent: closing the paused machine failed'));
+    }
   }
 
   async #poll(): Promise<void> {
@@ -143,7 +179,7 @@ export class Agent {
   }
 
   /** One cycle: adopt or take a point, send it, release it. Waits for the next due time first. */
-  async #cycle(a: Assignment, signal: AbortSignal): Promise<void> {
+  async #cycle(a: Assignment, signal: AbortSignal, now = false): Promise<{ pointId: string; pointSeq: number; takenAt: number }> {
     const p = this.#o.providerFor(a);
     await this.#o.prepare?.(p, a);
     const last = await this.#read<LastState>(a.itemId, 'last.json');
@@ -166,7 +202,7 @@ export class Agent {
     }
     if (!open) {
       const due = (last?.takenAt ?? 0) + a.policy.frequencySeconds * 1000;
-      if (last?.seeded && !a.resync) await sleep(due - Date.now(), signal);
+      if (last?.seeded && !a.resync && !now) await sleep(due - Date.now(), signal);
       if (!p.takePoint) throw new ReboundError('conflict', 'provider-no-points', `The ${p.kind} provider cannot take points of ${a.machine}.`);
       const status = await p.trackingStatus?.(a.machine, signal);
       const fullCopy = !last?.seeded || a.resync !== null || status?.state !== 'active';
@@ -180,7 +216,9 @@ export class Agent {
         const plans: DiskPlan[] = [];
         for (const d of point.disks) {
           let ranges;
-          if (fullCopy || d.changes.kind === 'all') ranges = d.allocated ? await d.allocated(signal) : [{ offset: 0, length: d.disk.sizeBytes }];
+          const digests = a.resyncMode === 'digests' && fullCopy ? await this.#differences(a, d, signal) : null;
+          if (digests) ranges = digests;
+          else if (fullCopy || d.changes.kind === 'all') ranges = d.allocated ? await d.allocated(signal) : [{ offset: 0, length: d.disk.sizeBytes }];
           else ranges = d.changes.extents;
           plans.push(planDisk(d.disk.id, d.disk.sizeBytes, ranges, DEFAULT_REPLICA_BLOCK));
         }
@@ -270,6 +308,24 @@ export class Agent {
     this.stats.points++;
     if (a.resync !== null && o.initial) await this.#o.link.resynced(a.itemId).catch(() => undefined);
     await report(true);
+    return { pointId: o.pointId, pointSeq: o.pointSeq, takenAt: o.takenAt };
+  }
+
+  /** The blocks of a point's disk that differ from the replica at the target (null: no replica
+   * there or no way to ask, so the caller copies everything allocated). */
+  async #differences(a: Assignment, d: PointDisk, signal: AbortSignal): Promise<{ offset: number; length: number }[] | null> {
+    const bs = DEFAULT_REPLICA_BLOCK;
+    const theirs = await this.#o.targetDigests?.(a, d.disk.id, bs, signal);
+    if (!theirs) return null;
+    const allocated = d.allocated ? await d.allocated(signal) : undefined;
+    const data = allocated?.map((e) => {
+      const start = Math.floor(e.offset / bs) * bs;
+      return { offset: start, length: Math.min(d.disk.sizeBytes, Math.ceil((e.offset + e.length) / bs) * bs) - start };
+    });
+    const ours = await digestReader({ size: d.disk.sizeBytes, read: (o, l) => d.read(o, l, signal) }, { blockSize: bs, ...(data ? { dataExtents: data } : {}) });
+    const diff = diffDigests(ours, theirs);
+    this.#o.logger.info({ item: a.itemId, disk: d.disk.id, differing: diff.reduce((n, e) => n + e.length, 0), size: d.disk.sizeBytes }, 'agent: resync by digests');
+    return diff;
   }
 }
 

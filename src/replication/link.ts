@@ -33,6 +33,10 @@ export interface Assignment {
   masterTarget: string;
   /** The master target lost data or a cache was damaged: the next point must be a full copy. */
   resync: string | null;
+  /** How the resync is done: `full` copies everything allocated; `digests` compares block
+   * digests with the replica at the target and sends only differing blocks (reverse replication
+   * over the old disks). Null when no resync is asked. */
+  resyncMode: 'full' | 'digests' | null;
   /** Machine config (physical hooks etc.). */
   config: Record<string, unknown>;
 }
@@ -75,6 +79,9 @@ export interface MasterTargetLink {
   prunePoints(itemId: string, pointIds: string[]): Promise<void>;
   markBad(itemId: string, pointIds: string[], reason: string): Promise<void>;
   requestResync(itemId: string, reason: string): Promise<void>;
+  /** An event for operators (e.g. the recovery site ran out of space); optional for links that
+   * cannot record one. */
+  event?(itemId: string, kind: string, message: string, data?: Record<string, unknown>): Promise<void>;
 }
 
 export interface ProcessServerLink {

@@ -3,11 +3,12 @@
 // disk of the machine holds it, applies the policy's retention and scrubs. One transfer per
 // disk at a time; a transfer of a point the disk already holds is answered "all acknowledged",
 // so a relay that crashed after the master target committed does not write it twice.
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { PeerCertificate } from 'node:tls';
 import type { Logger } from 'pino';
+import type { DigestMap } from '../datapath/digest.ts';
 import { receiveTransfer } from '../datapath/frame-stream.ts';
 import { conflict, invalid, ReboundError } from '../domain/errors.ts';
 import { ReplicaDisk } from '../replica/replica-disk.ts';
@@ -38,6 +39,8 @@ export class MasterTarget {
   #listener: DataListener | undefined;
   readonly #disks = new Map<string, Promise<ReplicaDisk>>();
   readonly #busy = new Set<string>();
+  /** Items whose transfers fail because the recovery site is full (see #spaceProblem). */
+  readonly #full = new Set<string>();
   /** Serializes work per item (commit bookkeeping, retention, views). */
   readonly #itemLocks = new Map<string, Promise<unknown>>();
   stats = { transfers: 0, points: 0, bytes: 0 };
@@ -80,7 +83,10 @@ export class MasterTarget {
     // Point ids are time-ordered (UUIDv7): a point older than the newest one this disk holds, and
     // not held itself, was merged away by retention — applying it again would lay old data over
     // newer (a replayed or re-forwarded transfer). Refused; the sender treats it as done.
-    const disk = await this.#disk(h);
+    const disk = await this.#disk(h).catch(async (err: unknown) => {
+      await this.#spaceProblem(h, err);
+      throw err;
+    });
     const pts = disk.points();
     const newest = pts.at(-1)?.id;
     if (newest !== undefined && h.pointId < newest && !pts.some((p) => p.id === h.pointId)) {
@@ -109,6 +115,21 @@ export class MasterTarget {
 
   async #disk(h: TransferHeader): Promise<ReplicaDisk> {
     return this.#replica(join(await this.itemDir(h.targetSiteId, h.itemId), h.diskId), { size: h.diskSize, encrypt: h.encryption !== 'none' });
+  }
+
+  /** The recovery site ran out of space under a transfer of the item: told once, as an event,
+   * until a point commits again. */
+  async #spaceProblem(h: TransferHeader, err: unknown): Promise<void> {
+    if (!isNoSpace(err) || this.#full.has(h.itemId)) return;
+    this.#full.add(h.itemId);
+    const root = await this.#o.link.siteRoot(h.targetSiteId).catch(() => 'its root');
+    this.#o.logger.error({ item: h.itemId, err: { message: (err as Error).message } }, 'master target: the recovery site is out of space; replication of the item is paused');
+    await this.#o.link.event?.(h.itemId, 'recovery-site-full', `Replication of ${h.machine} is paused: the recovery site's storage (${root}) is full (${(err as Error).message}). Nothing acknowledged is lost: the process server keeps the changes in its cache and sends them, as differences, once space is freed there.`, { siteId: h.targetSiteId }).catch(() => undefined);
+  }
+
+  async #spaceBack(h: TransferHeader): Promise<void> {
+    if (!this.#full.delete(h.itemId)) return;
+    await this.#o.link.event?.(h.itemId, 'recovery-site-space-ok', `Replication of ${h.machine} resumed: the recovery site has space again and point ${h.pointId} was written.`, { siteId: h.targetSiteId }).catch(() => undefined);
   }
 
   async #receive(h: TransferHeader, socket: Duplex): Promise<void> {
@@ -152,6 +173,10 @@ export class MasterTarget {
       });
       this.stats.transfers++;
       if (committedNow || disk.points().some((p) => p.id === h.pointId)) await this.#withItem(h.itemId, () => this.#afterCommit(h));
+      if (committedNow) await this.#spaceBack(h);
+    } catch (err) {
+      await this.#spaceProblem(h, err);
+      throw err;
     } finally {
       if (writer) await writer.abandon().catch(() => undefined);
       this.#busy.delete(key);
@@ -219,6 +244,85 @@ export class MasterTarget {
     if (dropped.size > 0) await this.#o.link.prunePoints(itemId, [...dropped]);
   }
 
+  /**
+   * Exports one point of every disk of the item as plain qcow2 overlays at `paths[diskId]` (a
+   * recovered machine's own directory), copy-on-write, in time independent of disk size.
+   * Idempotent per `tag`: a retried task gets the exports it made before.
+   */
+  async exportPoint(siteId: string, itemId: string, pointId: string, paths: Record<string, string>, tag: string): Promise<{ diskId: string; path: string; sizeBytes: number }[]> {
+    return this.#withItem(itemId, async () => {
+      const disks = await this.#itemDisks(siteId, itemId);
+      if (disks.length === 0) throw conflict('no-replica', `Item ${itemId} has no replica at this site.`);
+      const out: { diskId: string; path: string; sizeBytes: number }[] = [];
+      for (const { diskId, disk } of disks) {
+        const path = paths[diskId];
+        if (!path) throw invalid('export-path-missing', `No export path was given for disk ${diskId}.`);
+        const have = disk.views().find((v) => v.id === tag);
+        if (!have) await disk.exportPoint(pointId, path, tag);
+        else if (have.pointId !== pointId || have.file !== path) throw conflict('export-exists', `Disk ${diskId} already has an export ${tag} of point ${have.pointId}.`);
+        out.push({ diskId, path, sizeBytes: disk.size });
+      }
+      return out;
+    });
+  }
+
+  /** Closes the exports made under `tag`; their files are kept when `keepFiles` (committed). */
+  async closeExports(siteId: string, itemId: string, tag: string, keepFiles: boolean): Promise<void> {
+    await this.#withItem(itemId, async () => {
+      for (const { disk } of await this.#itemDisks(siteId, itemId)) await disk.closeView(tag, { keepFile: keepFiles });
+    });
+  }
+
+  /** The QEMU secrets that open the item's (encrypted) replica images; empty when plain. */
+  async secrets(siteId: string, itemId: string): Promise<{ id: string; data: string }[]> {
+    const disks = await this.#itemDisks(siteId, itemId);
+    return disks[0]?.disk.secrets() ?? [];
+  }
+
+  /** Removes the item's replicas and every point in them (commit). Open exports must be closed. */
+  async dropReplicas(siteId: string, itemId: string): Promise<void> {
+    await this.#withItem(itemId, async () => {
+      const dir = await this.itemDir(siteId, itemId);
+      for (const { disk } of await this.#itemDisks(siteId, itemId)) {
+        const open = disk.views().filter((v) => v.file.startsWith('/'));
+        if (open.length > 0) throw conflict('replica-exported', `The replica of ${itemId} still has ${open.length} export(s) a machine may run on: close them first.`);
+      }
+      for (const key of [...this.#disks.keys()]) if (key.startsWith(`${dir}/`)) this.#disks.delete(key);
+      await rm(dir, { recursive: true, force: true });
+    });
+  }
+
+  /**
+   * Starts the item's replicas at this site from existing images (reverse replication over the
+   * machine's old disks): each base reads as its image until points arrive, so a resync by
+   * digests sends only the differences. Replaces any replica the item had here.
+   */
+  async seed(siteId: string, itemId: string, disks: { diskId: string; path: string; format: 'raw' | 'qcow2'; sizeBytes: number }[], encrypt: boolean): Promise<void> {
+    await this.#withItem(itemId, async () => {
+      const dir = await this.itemDir(siteId, itemId);
+      for (const key of [...this.#disks.keys()]) if (key.startsWith(`${dir}/`)) this.#disks.delete(key);
+      await rm(dir, { recursive: true, force: true });
+      for (const d of disks) {
+        if (!ID_RE.test(d.diskId)) throw invalid('disk-id-invalid', `Disk id '${d.diskId}' is not valid.`);
+        await mkdir(join(dir, d.diskId), { recursive: true });
+        await ReplicaDisk.create(join(dir, d.diskId), { size: d.sizeBytes, seed: { path: d.path, format: d.format }, ...(encrypt ? { key: this.#o.atRestKeys[0]! } : {}) });
+      }
+    });
+  }
+
+  /** Digests of a disk's newest replica content, or null when there is no replica of it here. */
+  async digests(siteId: string, itemId: string, diskId: string, blockSize: number, signal?: AbortSignal): Promise<DigestMap | null> {
+    if (!ID_RE.test(diskId)) throw invalid('disk-id-invalid', `Disk id '${diskId}' is not valid.`);
+    let disk: ReplicaDisk;
+    try {
+      disk = await this.#replica(join(await this.itemDir(siteId, itemId), diskId));
+    } catch (err) {
+      if (err instanceof ReboundError && err.kind === 'not-found') return null;
+      throw err;
+    }
+    return disk.digests(blockSize, signal);
+  }
+
   /** Re-reads every stored block of the item's replicas; damaged points are marked bad. */
   async scrub(siteId: string, itemId: string): Promise<{ checkedBlocks: number; badPoints: string[] }> {
     return this.#withItem(itemId, async () => {
@@ -233,4 +337,15 @@ export class MasterTarget {
       return { checkedBlocks, badPoints: [...bad] };
     });
   }
+}
+
+/** Whether `err` (or a cause of it) is a file system out of space: ENOSPC from Node, from
+ * qemu-nbd over NBD, or in a QEMU tool's message. */
+export function isNoSpace(err: unknown): boolean {
+  for (let e = err, depth = 0; e && depth < 6; e = (e as { cause?: unknown }).cause, depth++) {
+    const x = e as { code?: unknown; message?: unknown; details?: { errnoName?: unknown } };
+    if (x.code === 'ENOSPC' || x.details?.errnoName === 'ENOSPC') return true;
+    if (typeof x.message === 'string' && /ENOSPC|No space left on device/i.test(x.message)) return true;
+  }
+  return false;
 }

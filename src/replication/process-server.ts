@@ -189,6 +189,18 @@ export class ProcessServer {
     this.#forwarders.set(itemId, state);
   }
 
+  /** What the cache still holds for an item: transfers received in full and waiting to be
+   * forwarded, and transfers still arriving (or abandoned by an agent that went away). */
+  pending(itemId: string): { complete: string[]; arriving: string[] } {
+    const complete: string[] = [];
+    const arriving: string[] = [];
+    for (const [id, t] of this.#cached) {
+      if (t.header.itemId !== itemId) continue;
+      (t.complete ? complete : arriving).push(id);
+    }
+    return { complete, arriving };
+  }
+
   /** The item's oldest cached transfer if complete; undefined if it is still arriving; null if none. */
   #nextFor(itemId: string): string | null | undefined {
     let first: [string, { header: TransferHeader; complete: boolean }] | undefined;

@@ -20,6 +20,9 @@ import { startHealthMonitor } from '../vault/health-monitor.ts';
 import { ItemActions } from '../vault/item-actions.ts';
 import { protectJob } from '../vault/jobs/protect.ts';
 import { scrubJob } from '../vault/jobs/scrub.ts';
+import { commitJob } from '../vault/jobs/commit.ts';
+import { failoverJobs } from '../vault/jobs/failover.ts';
+import type { RecoveryPlane } from '../vault/recovery-plane.ts';
 import type { VaultKeys } from '../vault/keys.ts';
 import { ReplicationCatalogue } from '../vault/replication-catalogue.ts';
 import { ReboundError } from '../domain/errors.ts';
@@ -79,7 +82,28 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
     masterTarget: () => mt?.address ?? '',
   });
   const actions = new ItemActions(o.store, o.jobs);
-  o.jobs.register(protectJob(o.store, actions));
+  let agent: Agent | undefined;
+  const providers = providerCache();
+  const need = <T>(role: T | undefined, name: string): T => {
+    if (!role) throw new ReboundError('unavailable', 'role-not-embedded', `failover needs the ${name} inside this server (rebound serve --roles all); roles run as separate processes do not take part in failover yet.`);
+    return role;
+  };
+  const plane: RecoveryPlane = {
+    assignment: (id) => catalogue.assignmentFor(id),
+    syncNow: (a, signal) => need(agent, 'agent').syncNow(a, signal),
+    pending: (id) => ps?.pending(id) ?? { complete: [], arriving: [] },
+    exportPoint: (siteId, itemId, pointId, paths, tag) => need(mt, 'master target').exportPoint(siteId, itemId, pointId, paths, tag),
+    closeExports: (siteId, itemId, tag, keep) => need(mt, 'master target').closeExports(siteId, itemId, tag, keep),
+    secrets: (siteId, itemId) => need(mt, 'master target').secrets(siteId, itemId),
+    dropReplicas: (siteId, itemId) => need(mt, 'master target').dropReplicas(siteId, itemId),
+    seed: (siteId, itemId, disks, encrypt) => need(mt, 'master target').seed(siteId, itemId, disks, encrypt),
+    digests: (siteId, itemId, diskId, bs, signal) => need(mt, 'master target').digests(siteId, itemId, diskId, bs, signal),
+    provider: (site) => providers({ provider: site.provider as Assignment['provider'], sourceRoot: site.root }),
+  };
+  o.jobs.register(protectJob(o.store, actions, 'protect', plane));
+  o.jobs.register(protectJob(o.store, actions, 'reverse-replicate', plane));
+  for (const def of failoverJobs(o.store, actions, plane)) o.jobs.register(def);
+  o.jobs.register(commitJob(o.store, plane));
   const started: { close(): Promise<void> }[] = [];
   // Registered components (agents, process servers run as their own processes) may connect to
   // the embedded listeners too; a revoked one is refused right after its handshake.
@@ -99,9 +123,8 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
       await ps.start();
       started.push(ps);
     }
-    let agent: Agent | undefined;
     if (roles.agent) {
-      agent = new Agent({ stateDir: join(o.dataDir, 'agent'), link: catalogue.agentLink(), providerFor: providerCache(), prepare: preparePhysical, transportKey: o.keys.transport, material: o.material.agent, logger: o.logger.child({ role: 'agent' }) });
+      agent = new Agent({ stateDir: join(o.dataDir, 'agent'), link: catalogue.agentLink(), providerFor: providers, prepare: preparePhysical, targetDigests: (a, diskId, bs, signal) => plane.digests!(a.targetSiteId, a.itemId, diskId, bs, signal), transportKey: o.keys.transport, material: o.material.agent, logger: o.logger.child({ role: 'agent' }) });
       agent.start();
       started.push({ close: () => agent!.stop() });
     }

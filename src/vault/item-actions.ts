@@ -13,6 +13,7 @@ import type { Store } from '../store/open.ts';
 import { newId, now, parseJson } from '../store/open.ts';
 import type { Row } from '../store/schema.ts';
 import { transaction } from '../store/tx.ts';
+import { QemuProvider } from '../providers/qemu/qemu-provider.ts';
 import { discoverQemuSite } from './discovery.ts';
 import { recordEvent } from './events.ts';
 
@@ -87,11 +88,12 @@ export class ItemActions {
     if (l.item === null) {
       if (!d.next) throw conflict('no-item', `${action.kind} did not create an item.`);
       itemId = newId();
+      const details = await this.#initialDetails(l.machine);
       await this.store.db
         .insertInto('protected_items')
         .values({
           id: itemId, machine_id: l.machine.id, pairing_id: l.pairing.id, state: d.next.state, direction: d.next.direction, active_site_id: d.next.activeSite,
-          group_name: action.kind === 'protect' ? (action.group ?? null) : null, health: 'normal', last_point_at: null, details: '{}', version: 1, created_at: t, updated_at: t,
+          group_name: action.kind === 'protect' ? (action.group ?? null) : null, health: 'normal', last_point_at: null, details: JSON.stringify(details), version: 1, created_at: t, updated_at: t,
         })
         .execute()
         .catch(async (err: unknown) => {
@@ -105,15 +107,18 @@ export class ItemActions {
       const prev = l.item;
       itemId = prev.id;
       const next = d.next!;
+      // A resync is prepared by its job (seeding the replica from old disks) before the agent
+      // may start: until then the item is not assigned.
+      const details = d.job.resync ? JSON.stringify({ ...parseJson<Record<string, unknown>>(prev.details, {}), preparing: true }) : prev.details;
       const res = await this.store.db
         .updateTable('protected_items')
-        .set({ state: next.state, direction: next.direction, active_site_id: next.activeSite, version: prev.version + 1, updated_at: t })
+        .set({ state: next.state, direction: next.direction, active_site_id: next.activeSite, details, version: prev.version + 1, updated_at: t })
         .where('id', '=', prev.id)
         .where('version', '=', prev.version)
         .executeTakeFirst();
       if (Number(res.numUpdatedRows) !== 1) throw conflict('item-changed', `${machineName} changed while the request was decided: look at it again (rebound item show ${machineName}) and retry.`);
       undo = async () => {
-        await this.store.db.updateTable('protected_items').set({ state: prev.state, direction: prev.direction, active_site_id: prev.active_site_id, version: prev.version + 2, updated_at: now() }).where('id', '=', prev.id).execute();
+        await this.store.db.updateTable('protected_items').set({ state: prev.state, direction: prev.direction, active_site_id: prev.active_site_id, details: prev.details, version: prev.version + 2, updated_at: now() }).where('id', '=', prev.id).execute();
       };
     }
     try {
@@ -126,8 +131,18 @@ export class ItemActions {
     }
   }
 
+  /** What a new item starts with: for a VM, its definition as a template (cpus, memory, boot,
+   * MACs), so a failover can build the machine at the recovery site even when the primary is gone. */
+  async #initialDetails(machine: Row<'machines'>): Promise<Record<string, unknown>> {
+    if (machine.kind !== 'vm') return {};
+    const s = await this.store.db.selectFrom('sites').select(['root', 'provider']).where('id', '=', machine.site_id).executeTakeFirst();
+    if (s?.provider !== 'qemu') return {};
+    const info = await new QemuProvider({ root: s.root }).state(machine.name).catch(() => null);
+    return info ? { template: info.definition } : {};
+  }
+
   /** Applies an internal transition a job reports. Idempotent: already there → nothing. */
-  async internal(itemId: string, action: InternalAction, patch: { details?: (d: Record<string, unknown>) => Record<string, unknown> } = {}): Promise<void> {
+  async internal(itemId: string, action: InternalAction | { kind: 'cancel-failover' } | { kind: 'complete-failover' }, patch: { details?: (d: Record<string, unknown>) => Record<string, unknown> } = {}): Promise<void> {
     await transaction(this.store, async (tx) => {
       const item = await tx.selectFrom('protected_items').selectAll().where('id', '=', itemId).executeTakeFirst();
       if (!item) throw notFound('item.not-found', `protected item ${itemId} no longer exists.`);

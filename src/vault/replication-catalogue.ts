@@ -28,7 +28,18 @@ export class ReplicationCatalogue {
 
   /** Items that replicate now whose source is one of `siteIds` (all sites when undefined). */
   async assignments(siteIds?: readonly string[]): Promise<Assignment[]> {
-    const rows = await this.store.db
+    return this.#assignments(siteIds);
+  }
+
+  /** One item's assignment whatever its state (a failover's last sync after replication stopped). */
+  async assignmentFor(itemId: string): Promise<Assignment> {
+    const [a] = await this.#assignments(undefined, itemId);
+    if (!a) throw notFound('item.not-found', `protected item ${itemId} no longer exists (or its source site is gone).`);
+    return a;
+  }
+
+  async #assignments(siteIds?: readonly string[], itemId?: string): Promise<Assignment[]> {
+    const q = this.store.db
       .selectFrom('protected_items as i')
       .innerJoin('machines as m', 'm.id', 'i.machine_id')
       .innerJoin('pairings as p', 'p.id', 'i.pairing_id')
@@ -37,8 +48,8 @@ export class ReplicationCatalogue {
         'i.id as itemId', 'i.state', 'i.direction', 'i.details', 'm.name as machine', 'm.disks', 'm.config', 'm.kind',
         'p.primary_site_id', 'p.recovery_site_id', 'pol.frequency_s', 'pol.retention_s', 'pol.app_consistent_s', 'pol.compression', 'pol.encryption', 'pol.bandwidth_bps',
       ])
-      .where('i.state', 'in', [...REPLICATING_STATES])
-      .execute();
+      .$call((b) => (itemId === undefined ? b.where('i.state', 'in', [...REPLICATING_STATES]) : b.where('i.id', '=', itemId)));
+    const rows = await q.execute();
     const sites = new Map((await this.store.db.selectFrom('sites').select(['id', 'root', 'provider']).execute()).map((s) => [s.id, s]));
     const out: Assignment[] = [];
     for (const r of rows) {
@@ -49,8 +60,10 @@ export class ReplicationCatalogue {
       const source = sites.get(sourceSiteId);
       if (!source) continue;
       const details = parseJson<Details>(r.details, {});
-      // After a failover the machine runs as the replica machine recorded on the item.
-      const running = (details['runningAs'] as { name?: string; disks?: AssignedDisk[] } | undefined) ?? undefined;
+      if (itemId === undefined && details['preparing'] === true) continue; // its job prepares a resync first
+      // After a failover the machine runs as the machine recorded for that site on the item.
+      const placements = (details['placements'] ?? {}) as Record<string, { name?: string; disks?: AssignedDisk[] }>;
+      const running = placements[sourceSiteId] ?? (details['runningAs'] as { name?: string; disks?: AssignedDisk[] } | undefined) ?? undefined;
       out.push({
         itemId: r.itemId,
         machine: running?.name ?? r.machine,
@@ -72,6 +85,7 @@ export class ReplicationCatalogue {
         processServer: this.#endpoints.processServer(r.itemId),
         masterTarget: this.#endpoints.masterTarget(targetSiteId),
         resync: typeof details.resync === 'string' ? details.resync : null,
+        resyncMode: typeof details.resync === 'string' ? (details['resyncMode'] === 'digests' ? 'digests' : 'full') : null,
         config: parseJson<Record<string, unknown>>(r.config, {}),
       });
     }
@@ -98,11 +112,11 @@ export class ReplicationCatalogue {
   }
 
   async resynced(itemId: string): Promise<void> {
-    await this.#updateDetails(itemId, (d) => (d.resync ? { ...d, resync: null } : null));
+    await this.#updateDetails(itemId, (d) => (d.resync ? { ...d, resync: null, resyncMode: null } : null));
   }
 
   async requestResync(itemId: string, reason: string): Promise<void> {
-    await this.#updateDetails(itemId, (d) => ({ ...d, resync: reason }));
+    await this.#updateDetails(itemId, (d) => ({ ...d, resync: reason, resyncMode: 'full' }));
     await recordEvent(this.store, { kind: 'resync-requested', itemId, message: `A full resynchronisation was requested: ${reason}` });
   }
 

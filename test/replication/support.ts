@@ -30,7 +30,7 @@ export async function waitJob(s: Pick<ServerProcess, 'url' | 'token' | 'logs'>, 
       assert.equal(j.state, want, `job ${id} ended ${j.state}: ${JSON.stringify(j.error)}\n${s.logs().slice(-3000)}`);
       return j;
     }
-    if (Date.now() > deadline) throw new Error(`job ${id} still ${j.state} (${j.progress}%) after ${timeoutMs} ms\n${s.logs().slice(-3000)}`);
+    if (Date.now() > deadline) throw new Error(`job ${id} still ${j.state} (${j.progress}%) after ${timeoutMs} ms; tasks ${JSON.stringify(j.tasks.map((t) => [t.name, t.state]))}; log ${JSON.stringify((j as { log?: unknown }).log)}\n${s.logs().slice(-3000)}`);
     await new Promise((r) => setTimeout(r, 250));
   }
 }

@@ -5,7 +5,10 @@
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
-import { notFound } from '../../domain/errors.ts';
+import { conflict, notFound } from '../../domain/errors.ts';
+import type { OperatorAction } from '../../domain/lifecycle.ts';
+import { parsePointChoice } from '../../domain/points.ts';
+import type { JobParams } from '../../vault/item-actions.ts';
 import { validateName } from '../../domain/names.ts';
 import { parseJson } from '../../store/open.ts';
 import type { ApiDeps } from '../deps.ts';
@@ -15,6 +18,17 @@ import { Accepted, Page, PageQuery, RecoveryPoint, errors } from '../schemas.ts'
 
 const MachineParam = Type.Object({ machine: Type.String({ minLength: 1, maxLength: 200 }) });
 const ProtectBody = Type.Object({ group: Type.Optional(Type.String({ maxLength: 100 })) }, { additionalProperties: false });
+const PointText = Type.String({ minLength: 1, maxLength: 128, description: 'latest, latest-processed, latest-app-consistent or a point id' });
+const TestFailoverBody = Type.Object({ point: Type.Optional(PointText) }, { additionalProperties: false });
+const TestCleanupBody = Type.Object({ notes: Type.String({ maxLength: 10_000, description: 'what the drill showed' }) }, { additionalProperties: false });
+const FailoverBody = Type.Object({
+  mode: Type.Union([Type.Literal('planned'), Type.Literal('unplanned')]),
+  point: Type.Optional(PointText),
+  shutdownSource: Type.Optional(Type.Boolean()),
+  sync: Type.Optional(Type.Union([Type.Literal('before'), Type.Literal('full')])),
+  host: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+}, { additionalProperties: false });
+const JobParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) });
 
 export function itemActionRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const actions = deps.actions;
@@ -27,6 +41,55 @@ export function itemActionRoutes(app: FastifyInstance, deps: ApiDeps): void {
     const group = body.group === undefined ? undefined : validateName(body.group, 'replication group');
     const job = await actions.act(machine, { kind: 'protect', ...(group === undefined ? {} : { group }) }, principalOf(req).name);
     return reply.code(202).send({ job });
+  });
+
+  const act = async (req: { params: unknown; body?: unknown }, reply: { code(n: number): { send(b: unknown): unknown } }, action: OperatorAction, by: string): Promise<unknown> => {
+    const { machine } = req.params as Static<typeof MachineParam>;
+    const job = await actions.act(machine, action, by);
+    return reply.code(202).send({ job });
+  };
+  const accepted = { params: MachineParam, response: { 202: Accepted, ...errors(400, 401, 403, 404, 409) } };
+
+  app.post('/items/:machine/test-failover', { schema: { tags: ['items'], ...accepted, body: Type.Optional(TestFailoverBody) } }, async (req, reply) => {
+    const b = (req.body ?? {}) as Static<typeof TestFailoverBody>;
+    return act(req, reply, { kind: 'test-failover', point: parsePointChoice(b.point) }, principalOf(req).name);
+  });
+
+  app.post('/items/:machine/test-cleanup', { schema: { tags: ['items'], ...accepted, body: TestCleanupBody } }, async (req, reply) => {
+    const b = req.body as Static<typeof TestCleanupBody>;
+    return act(req, reply, { kind: 'test-cleanup', notes: b.notes }, principalOf(req).name);
+  });
+
+  app.post('/items/:machine/failover', { schema: { tags: ['items'], ...accepted, body: FailoverBody } }, async (req, reply) => {
+    const b = req.body as Static<typeof FailoverBody>;
+    const action: OperatorAction = {
+      kind: 'failover',
+      mode: b.mode,
+      ...(b.point === undefined ? {} : { point: parsePointChoice(b.point) }),
+      ...(b.shutdownSource === undefined ? {} : { shutdownSource: b.shutdownSource }),
+      ...(b.sync === undefined ? {} : { sync: b.sync }),
+      ...(b.host === undefined ? {} : { host: validateName(b.host, 'host') }),
+    };
+    if (action.host !== undefined) {
+      throw conflict('not-implemented', `failback to an alternate host is not available in this build: every site runs its machines on its local host. Drop --host.`);
+    }
+    return act(req, reply, action, principalOf(req).name);
+  });
+
+  app.post('/items/:machine/commit', { schema: { tags: ['items'], ...accepted } }, async (req, reply) => act(req, reply, { kind: 'commit' }, principalOf(req).name));
+  app.post('/items/:machine/reverse-replicate', { schema: { tags: ['items'], ...accepted } }, async (req, reply) => act(req, reply, { kind: 'reverse-replicate' }, principalOf(req).name));
+
+  // Phase 2 of a failback synced before: the waiting failback-sync job goes on.
+  app.post('/jobs/:id/complete', { schema: { tags: ['jobs'], params: JobParam, response: { 202: Accepted, ...errors(400, 401, 403, 404, 409) } } }, async (req, reply) => {
+    const { id } = req.params as Static<typeof JobParam>;
+    const job = await deps.jobs.get(id);
+    if (!job) throw notFound('job.not-found', `no job ${id}.`);
+    if (job.kind !== 'failback-sync') throw conflict('not-a-failback', `job ${id} is a ${job.kind} job; complete-failover continues a failback synced before (rebound failover MACHINE --planned while it runs at the recovery site).`);
+    if (job.state !== 'waiting') throw conflict('failback-not-ready', `job ${id} is ${job.state}: complete-failover needs its phase 1 (the sync) to have finished and the job to be waiting.`);
+    const p = job.params as JobParams;
+    await actions.internal(p.itemId, { kind: 'complete-failover' });
+    const resumed = await deps.jobs.resume(id, principalOf(req).name);
+    return reply.code(202).send({ job: resumed });
   });
 
   app.post('/items/:machine/scrub', { schema: { tags: ['items'], params: MachineParam, response: { 202: Accepted, ...errors(400, 401, 403, 404, 409) } } }, async (req, reply) => {

@@ -14,7 +14,7 @@ const esc = (p: string): string => p.replaceAll(',', ',,');
 
 export const diskNode = (i: number): string => `disk${i}`;
 
-export function qemuArgs(def: MachineDefinition, paths: VmPaths, accel: Accel, net: SiteNetwork | undefined): string[] {
+export function qemuArgs(def: MachineDefinition, paths: VmPaths, accel: Accel, net: SiteNetwork | undefined, opts: { paused?: boolean } = {}): string[] {
   const args = [
     '-name', `${def.name},process=rb-${def.name.slice(0, 12)}`,
     '-accel', accel,
@@ -28,6 +28,10 @@ export function qemuArgs(def: MachineDefinition, paths: VmPaths, accel: Accel, n
     '-chardev', `socket,id=console,path=${esc(paths.console)},server=on,wait=off,logfile=${esc(paths.serialLog)},logappend=on`,
     '-serial', 'chardev:console',
   ];
+  // CPUs stopped: the disks are open (points can be taken) but the guest does not run.
+  if (opts.paused) args.push('-S');
+  // Secrets before the disks: an encrypted backing chain names them by id.
+  for (const s of def.secrets ?? []) args.push('-object', `secret,id=${s.id},file=${esc(s.file)},format=raw`);
   def.disks.forEach((d, i) => {
     const file = { driver: 'file', 'node-name': `${diskNode(i)}-file`, filename: d.path, aio: 'threads', cache: { direct: true, 'no-flush': false } };
     args.push('-blockdev', JSON.stringify({ driver: d.format, 'node-name': diskNode(i), file, cache: { direct: true, 'no-flush': false } }));

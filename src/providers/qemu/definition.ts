@@ -74,6 +74,11 @@ export function validateDefinition(root: string, def: MachineDefinition): Machin
   } else if (!Number.isInteger(boot.disk) || boot.disk < 0 || boot.disk >= disks.length) {
     bad('boot.disk must be the index of one of the disks');
   }
+  const secrets = def.secrets === undefined ? undefined : def.secrets.map((x, i) => {
+    if (typeof x?.id !== 'string' || !/^[a-z][a-z0-9-]{0,62}$/i.test(x.id)) bad(`secret ${i} id must be letters, digits and dashes`);
+    if (typeof x.file !== 'string' || x.file === '') bad(`secret ${i} has no file`);
+    return { id: x.id, file: abs(x.file) };
+  });
   const paths = vmPaths(root, def.name);
   for (const p of [paths.qmp, paths.console, paths.nbd]) {
     if (Buffer.byteLength(p) > MAX_SOCKET_PATH) {
@@ -82,7 +87,7 @@ export function validateDefinition(root: string, def: MachineDefinition): Machin
       });
     }
   }
-  return { name: def.name, cpus: def.cpus, memoryMiB: def.memoryMiB, disks, nics, boot };
+  return { name: def.name, cpus: def.cpus, memoryMiB: def.memoryMiB, disks, nics, boot, ...(secrets && secrets.length > 0 ? { secrets } : {}) };
 }
 
 export async function readDefinition(root: string, name: string): Promise<MachineDefinition> {

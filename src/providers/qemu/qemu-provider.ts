@@ -35,6 +35,17 @@ import type { OpenPoint } from './tracking.ts';
 
 const run = promisify(execFile);
 
+/** qemu-img with QEMU secret objects read from their files (the definition's secrets). */
+async function runWithSecrets(args: string[], secrets: { id: string; file: string }[], signal?: AbortSignal): Promise<void> {
+  const [sub, ...rest] = args;
+  const objs = secrets.flatMap((s) => ['--object', `secret,id=${s.id},file=${s.file},format=raw`]);
+  try {
+    await run('qemu-img', [sub ?? '', ...objs, ...rest], { signal });
+  } catch (err) {
+    throw new ReboundError('internal', 'consolidate-failed', `qemu-img ${sub ?? ''} failed: ${((err as { stderr?: string }).stderr ?? String(err)).trim()}`, { cause: err });
+  }
+}
+
 export interface QemuProviderOptions {
   /** The site's root directory (VMs under ROOT/vms). */
   root: string;
@@ -126,6 +137,14 @@ export class QemuProvider implements MachineProvider {
   }
 
   async start(name: string, signal?: AbortSignal): Promise<MachineInfo> {
+    return this.#start(name, false, signal);
+  }
+
+  async startPaused(name: string, signal?: AbortSignal): Promise<MachineInfo> {
+    return this.#start(name, true, signal);
+  }
+
+  async #start(name: string, paused: boolean, signal?: AbortSignal): Promise<MachineInfo> {
     return this.#locked(name, async () => {
       const def = await readDefinition(this.root, name);
       const paths = this.paths(name);
@@ -142,7 +161,7 @@ export class QemuProvider implements MachineProvider {
       const net = this.#network(def);
       if (net) await ensureNetwork(net);
       for (const f of [paths.qmp, paths.console, paths.nbd, paths.pidfile]) await rm(f, { force: true });
-      const args = qemuArgs(def, paths, accel.accel, net);
+      const args = qemuArgs(def, paths, accel.accel, net, { paused });
       const [cmd, argv] = net ? ['ip', ['netns', 'exec', net.namespace, 'qemu-system-x86_64', ...args]] : ['qemu-system-x86_64', args];
       try {
         // With -daemonize the first process exits once the VM is set up (sockets listening).
@@ -156,8 +175,63 @@ export class QemuProvider implements MachineProvider {
       }
       const pid = await findQemu(paths);
       if (pid === undefined) throw new ReboundError('unavailable', 'machine-start-failed', `QEMU started VM "${name}" but exited at once; see ${paths.serialLog}.`);
-      return { name, state: 'running', definition: def, pid, consoleLog: paths.serialLog };
+      return { name, state: paused ? 'paused' : 'running', definition: def, pid, consoleLog: paths.serialLog };
     });
+  }
+
+  async redefine(def: MachineDefinition, signal?: AbortSignal): Promise<MachineInfo> {
+    const valid = validateDefinition(this.root, def);
+    return this.#locked(valid.name, async () => {
+      await readDefinition(this.root, valid.name);
+      if (await findQemu(this.paths(valid.name))) throw conflict('machine-running', `VM "${valid.name}" is running; stop it before changing its definition.`);
+      signal?.throwIfAborted();
+      await writeDefinition(this.root, valid);
+      return { name: valid.name, state: 'stopped', definition: valid };
+    });
+  }
+
+  /**
+   * Streams each disk's backing chain into its own image (QMP block-stream while the VM runs,
+   * `qemu-img rebase` onto nothing when it is stopped), then drops the definition's secrets.
+   * Node names stay the same, so dirty bitmaps and tracking carry on.
+   */
+  async consolidate(name: string, signal?: AbortSignal): Promise<MachineInfo> {
+    await this.#locked(name, async () => {
+      const def = await readDefinition(this.root, name);
+      const paths = this.paths(name);
+      if (await findQemu(paths)) {
+        await this.#withQmp(name, async (q) => {
+          const nodes = await q.execute('query-named-block-nodes', { flat: true }, { signal });
+          for (let i = 0; i < def.disks.length; i++) {
+            const node = nodes.find((n) => n['node-name'] === diskNode(i));
+            if (!node?.backing_file) continue;
+            await q.execute('block-stream', { 'job-id': `consolidate${i}`, device: diskNode(i) }, { signal });
+          }
+          for (;;) {
+            signal?.throwIfAborted();
+            const jobs = (await q.execute('query-block-jobs', undefined, { signal })).filter((j) => j.device.startsWith('consolidate'));
+            if (jobs.length === 0) break;
+            await new Promise((r) => setTimeout(r, 200));
+          }
+          const after = await q.execute('query-named-block-nodes', { flat: true }, { signal });
+          for (let i = 0; i < def.disks.length; i++) {
+            const node = after.find((n) => n['node-name'] === diskNode(i));
+            if (node?.backing_file) {
+              throw new ReboundError('internal', 'consolidate-failed', `Disk ${i} of VM "${name}" still has a backing file (${node.backing_file}) after streaming; see the QEMU log.`, { retryable: true });
+            }
+          }
+        });
+      } else {
+        for (const d of def.disks) {
+          if (d.format !== 'qcow2') continue;
+          await runWithSecrets(['rebase', '-q', '-f', 'qcow2', '-b', '', d.path], def.secrets ?? [], signal);
+        }
+      }
+      const { secrets: _dropped, ...rest } = def;
+      await writeDefinition(this.root, rest);
+      for (const s of def.secrets ?? []) await rm(s.file, { force: true });
+    });
+    return this.state(name, signal); // outside the lock: state() takes it too
   }
 
   async shutdown(name: string, opts: { timeoutMs: number }, signal?: AbortSignal): Promise<void> {
@@ -267,7 +341,7 @@ export class QemuProvider implements MachineProvider {
   async createReplica(spec: ReplicaSpec, signal?: AbortSignal): Promise<MachineInfo> {
     const t = spec.template;
     const nics = t.nics.map((n) => (spec.network === 'isolated' ? { network: spec.network, mac: n.mac, isolation: spec.isolation ?? spec.name } : { network: spec.network, mac: n.mac }));
-    return this.define({ name: spec.name, cpus: t.cpus, memoryMiB: t.memoryMiB, disks: spec.disks, nics, boot: t.boot }, signal);
+    return this.define({ name: spec.name, cpus: t.cpus, memoryMiB: t.memoryMiB, disks: spec.disks, nics, boot: t.boot, ...(spec.secrets ? { secrets: spec.secrets } : {}) }, signal);
   }
 
   async setNetwork(name: string, network: NetworkKind, isolation?: string, signal?: AbortSignal): Promise<MachineInfo> {

@@ -5,20 +5,74 @@
 // policy's frequency). Also used for reverse replication's initial sync (reprotect-done).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ReboundError } from '../../domain/errors.ts';
-import type { JobDefinition } from '../../jobs/types.ts';
+import { conflict } from '../../domain/errors.ts';
+import type { JobDefinition, TaskContext } from '../../jobs/types.ts';
+import type { RecoveryPlane } from '../recovery-plane.ts';
+import { stateOrNull } from './failover.ts';
+import { exists, loadRecovery, placementAt, site, updateDetails } from './recovery-context.ts';
 import { parseJson } from '../../store/open.ts';
 import type { Store } from '../../store/open.ts';
 import type { ItemActions, JobParams } from '../item-actions.ts';
 
-export function protectJob(store: Store, actions: ItemActions, kind: 'protect' | 'reverse-replicate' = 'protect'): JobDefinition<JobParams> {
+export function protectJob(store: Store, actions: ItemActions, kind: 'protect' | 'reverse-replicate' = 'protect', plane?: RecoveryPlane): JobDefinition<JobParams> {
+  const follow = followJob(store, actions);
   return {
     kind,
-    describe: () => [{ name: 'initial replication' }, { name: 'start delta replication' }],
+    describe: (p) => [...(p.plan.resync ? [{ name: kind === 'reverse-replicate' ? 'prepare the replica from the old disks' : 'prepare a resync by differences' }] : []), ...follow.steps],
     cancellable: false,
     notCancellableReason: 'Initial replication cannot be cancelled half-way; it resumes after any interruption.',
     async runTask(ctx) {
+      if (!ctx.params.plan.resync) return follow.run(ctx, ctx.task.seq);
+      if (ctx.task.seq > 0) return follow.run(ctx, ctx.task.seq - 1);
+      return prepareResync(store, ctx, kind, plane);
+    },
+  };
+}
+
+/** Before a resync: reverse replication seeds the replica at the new target from the machine's
+ * old disks there (so only differences are sent), or starts it empty (a full copy) where they are
+ * gone; a protect after a cancelled failover compares with the replica that is already there. */
+async function prepareResync(store: Store, ctx: TaskContext<JobParams>, kind: string, plane: RecoveryPlane | undefined): Promise<unknown> {
+  const { itemId, machine, plan } = ctx.params;
+  if (kind !== 'reverse-replicate') {
+    await updateDetails(store, itemId, (d) => ({ ...d, resync: 'resume after a cancelled failover', resyncMode: 'digests', preparing: false }));
+    await ctx.log(`${machine}'s replica is kept: the first cycle compares block digests and sends only what differs.`);
+    return { mode: 'digests' };
+  }
+  if (!plane) throw new ReboundError('unavailable', 'no-master-target', 'reverse replication needs the master target in this server.');
+  const rc = await loadRecovery(store, itemId);
+  const to = site(rc, plan.to);
+  const from = site(rc, plan.from);
+  const old = placementAt(rc, plan.to);
+  const src = placementAt(rc, plan.from);
+  if (!src) throw conflict('no-source-machine', `${machine} has no machine at ${from.name} to replicate from.`);
+  if (old && to.provider === 'qemu') {
+    const st = await stateOrNull(plane.provider(to), old.name, ctx.signal);
+    if (st && st.state !== 'stopped') throw conflict('old-copy-running', `${old.name} is running at ${to.name}, but ${machine} is active at ${from.name}: shut the old copy down first (its disks will be overwritten by reverse replication), then resume this job.`);
+  }
+  let usable = old !== null && old.disks.length === src.disks.length;
+  for (const [i, d] of (old?.disks ?? []).entries()) {
+    if (!usable) break;
+    usable = (await exists(d.path)) && d.sizeBytes === src.disks[i]?.sizeBytes;
+  }
+  if (usable && old) {
+    await plane.seed(plan.to, itemId, src.disks.map((d, i) => ({ diskId: d.id, path: old.disks[i]!.path, format: old.disks[i]!.format, sizeBytes: d.sizeBytes })), rc.policy.encryption !== 'none');
+    await ctx.log(`the replica at ${to.name} starts from ${machine}'s old disks there (${old.disks.map((d) => d.path).join(', ')}): only the blocks that differ are sent (digest comparison).`);
+  } else {
+    await plane.dropReplicas(plan.to, itemId);
+    await ctx.log(`${machine} has no usable old disks at ${to.name}: a full copy is sent.`);
+  }
+  const mode = usable ? 'digests' : 'full';
+  await updateDetails(store, itemId, (d) => ({ ...d, resync: 'reverse replication', resyncMode: mode, preparing: false }));
+  return { mode };
+}
+
+function followJob(store: Store, actions: ItemActions): { steps: { name: string }[]; run(ctx: TaskContext<JobParams>, seq: number): Promise<unknown> } {
+  return {
+    steps: [{ name: 'initial replication' }, { name: 'start delta replication' }],
+    async run(ctx, seq) {
       const { itemId, machine } = ctx.params;
-      if (ctx.task.seq === 0) {
+      if (seq === 0) {
         let lastPct = -1;
         let logged = false;
         for (;;) {
@@ -26,7 +80,7 @@ export function protectJob(store: Store, actions: ItemActions, kind: 'protect' |
           const item = await store.db.selectFrom('protected_items').select(['last_point_at', 'details', 'state']).where('id', '=', itemId).executeTakeFirst();
           if (!item) throw new ReboundError('not-found', 'item.not-found', `${machine} is no longer protected.`);
           const d = parseJson<{ replication?: { bytesDone?: number; bytesTotal?: number; pointId?: string } }>(item.details, {});
-          const newest = await store.db.selectFrom('recovery_points').select(['id', 'taken_at']).where('item_id', '=', itemId).where('status', '=', 'ok').orderBy('taken_at', 'desc').limit(1).executeTakeFirst();
+          const newest = await store.db.selectFrom('recovery_points').select(['id', 'taken_at']).where('item_id', '=', itemId).where('status', '=', 'ok').where('taken_at', '>=', ctx.job.createdAt).orderBy('taken_at', 'desc').limit(1).executeTakeFirst();
           if (newest) {
             await ctx.log(`first recovery point ${newest.id} recorded (${new Date(Number(newest.taken_at)).toISOString()}).`);
             return { firstPoint: newest.id };

@@ -1,0 +1,119 @@
+// A physical machine (two raw image files) between two physical sites, through a real
+// `rebound serve`: unplanned failover produces images at the recovery site that, once committed,
+// are byte-identical to the source; the machine then changes there; reverse replication sends
+// only the differing blocks (digests against the old images); a failback synced before with
+// complete-failover (the stop hook stops it at the recovery site) brings every change home, byte
+// for byte; its commit removes the recovery-site images.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { startServerProcess } from '../support/server.ts';
+import type { ServerProcess } from '../support/server.ts';
+import { api, points, waitFor, waitJob } from '../replication/support.ts';
+
+const run = promisify(execFile);
+const MIB = 2 ** 20;
+let dir: string;
+let server: ServerProcess;
+
+interface Item { id: string; state: string; direction: string; details: { replication?: { bytesTotal?: number }; placements?: Record<string, { disks: { path: string; format: string }[] }> } }
+const item = (): Promise<Item> => api<Item>(server, 'GET', '/items/db1');
+const start = async (path: string, body?: unknown): Promise<string> => (await api<{ job: { id: string } }>(server, 'POST', path, body ?? {})).job.id;
+
+async function scribble(file: string, size: number, n: number): Promise<void> {
+  const fh = await open(file, 'r+');
+  try {
+    for (let i = 0; i < n; i++) await fh.write(randomBytes(4096), 0, 4096, Math.floor(Math.random() * (size / 4096)) * 4096);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function sha(path: string): Promise<string> {
+  return (await run('sha256sum', [path])).stdout.split(' ')[0]!;
+}
+
+async function same(a: string, b: string): Promise<boolean> {
+  return run('cmp', ['-s', a, b]).then(() => true, () => false);
+}
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'rb-physfo-'));
+  for (const d of ['a', 'b', 'vault']) await mkdir(join(dir, d), { recursive: true });
+  await run('truncate', ['-s', '32M', join(dir, 'a', 'd0.img')]);
+  await run('dd', ['if=/dev/urandom', `of=${join(dir, 'a', 'd0.img')}`, 'bs=1M', 'count=12', 'conv=notrunc', 'status=none']);
+  await run('truncate', ['-s', '16M', join(dir, 'a', 'd1.img')]);
+  await run('dd', ['if=/dev/urandom', `of=${join(dir, 'a', 'd1.img')}`, 'bs=64K', 'count=5', 'seek=40', 'conv=notrunc', 'status=none']);
+  server = await startServerProcess({ dataDir: join(dir, 'vault'), env: { REBOUND_LOG_LEVEL: process.env['REBOUND_TEST_LOG'] ?? 'warn' } });
+  await api(server, 'POST', '/sites', { name: 'srv', provider: 'physical', root: join(dir, 'a') });
+  await api(server, 'POST', '/sites', { name: 'dr', provider: 'physical', root: join(dir, 'b') });
+  await api(server, 'POST', '/policies', { name: 'p', frequency: '3s', retention: '1h', appConsistent: '0s' });
+  await api(server, 'POST', '/pairings', { primary: 'srv', recovery: 'dr', policy: 'p' });
+  // The stop hook runs in the site's root: it leaves a marker the "machine" (this test) obeys.
+  await api(server, 'POST', '/machines', { name: 'db1', site: 'srv', disks: [join(dir, 'a', 'd0.img'), join(dir, 'a', 'd1.img')], config: { hooks: { stop: 'touch stopped' } } });
+});
+
+after(async () => {
+  if (process.env['REBOUND_TEST_LOG'] && server) (await import('node:fs')).writeFileSync('/tmp/rb-physfo-server.log', server.logs());
+  await server?.stop().catch(() => undefined);
+  await rm(dir, { recursive: true, force: true });
+});
+
+test('a physical machine: unplanned failover to images, commit, reverse by differences, failback synced before, commit', { timeout: 600_000 }, async () => {
+  const src = [join(dir, 'a', 'd0.img'), join(dir, 'a', 'd1.img')];
+  await waitJob(server, await start('/items/db1/protect'), 120_000);
+  const until = Date.now() + 4000;
+  while (Date.now() < until) {
+    await scribble(src[0]!, 32 * MIB, 40);
+    await scribble(src[1]!, 16 * MIB, 10);
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  const stoppedAt = Date.now();
+  await waitFor('a point after the writes stopped', async () => (await points(server, 'db1')).find((p) => p.takenAt > stoppedAt + 100), 60_000, 500);
+
+  // Unplanned failover: images at the physical recovery site.
+  const fo = await waitJob(server, await start('/items/db1/failover', { mode: 'unplanned', point: 'latest' }), 180_000);
+  assert.ok(fo.tasks.every((t) => t.state === 'succeeded'));
+  let it = await item();
+  assert.equal(it.state, 'failed-over');
+  await waitJob(server, await start('/items/db1/commit'), 180_000);
+  it = await item();
+  const atB = it.details.placements?.[Object.keys(it.details.placements ?? {}).find((k) => it.details.placements![k]!.disks[0]!.path.startsWith(join(dir, 'b')))!]?.disks ?? [];
+  assert.equal(atB.length, 2, JSON.stringify(it.details.placements));
+  for (const [i, d] of atB.entries()) {
+    assert.equal(d.format, 'raw');
+    assert.ok(await same(d.path, src[i]!), `${d.path} is byte-identical to ${src[i]}`);
+  }
+
+  // The machine now runs at dr and changes there; reverse replication sends the differences.
+  await scribble(atB[0]!.path, 32 * MIB, 30);
+  await scribble(atB[1]!.path, 16 * MIB, 10);
+  await waitJob(server, await start('/items/db1/reverse-replicate'), 180_000);
+  it = await item();
+  assert.equal(it.state, 'protected');
+  assert.equal(it.direction, 'reverse');
+  const sent = it.details.replication?.bytesTotal ?? Infinity;
+  assert.ok(sent <= 40 * 64 * 1024, `reverse replication sent ${sent} bytes for 40 changed 4 KiB blocks (64 KiB replica blocks)`);
+
+  // Failback, synced before; phase 2 runs the stop hook at dr, sends the last differences.
+  await scribble(atB[0]!.path, 32 * MIB, 20);
+  const fb = await start('/items/db1/failover', { mode: 'planned' });
+  await waitJob(server, fb, 180_000, 'waiting');
+  await scribble(atB[1]!.path, 16 * MIB, 5); // written after phase 1: phase 2 must bring it
+  await api(server, 'POST', `/jobs/${fb}/complete`);
+  await waitJob(server, fb, 180_000);
+  assert.ok((await stat(join(dir, 'b', 'stopped'))).isFile(), 'the stop hook ran at dr');
+  const want = await Promise.all(atB.map((d) => sha(d.path)));
+  await waitJob(server, await start('/items/db1/commit'), 180_000);
+  it = await item();
+  const home = Object.entries(it.details.placements ?? {}).find(([, p]) => p.disks[0]!.path.startsWith(join(dir, 'a')))?.[1]?.disks ?? [];
+  assert.equal(home.length, 2, JSON.stringify(it.details.placements));
+  for (const [i, d] of home.entries()) assert.equal(await sha(d.path), want[i], `${d.path} holds exactly what dr had`);
+  for (const d of atB) await assert.rejects(stat(d.path), `${d.path} was removed by the failback's commit`);
+});
