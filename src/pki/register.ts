@@ -20,7 +20,8 @@ export interface RegisterOptions {
   token: string;
   name: string;
   role: ComponentRole;
-  site: string;
+  /** The site it serves; undefined: every site. */
+  site?: string;
   /** host:port of this component's data listener (process server, master target). */
   address?: string;
   stateDir: string;
@@ -51,7 +52,7 @@ interface SavedState {
   id: string;
   name: string;
   role: ComponentRole;
-  site: string;
+  site?: string;
   vaultUrl: string;
   serial: string;
   registeredAt: number;
@@ -109,6 +110,7 @@ async function call(opts: RegisterOptions, method: string, route: string, token:
 async function problemWith(opts: RegisterOptions, saved: { state: SavedState; material: TlsMaterial; token: string }): Promise<string | undefined> {
   const { state, material } = saved;
   if (state.name !== opts.name || state.role !== opts.role) return `the saved state is for ${state.role} '${state.name}', not ${opts.role} '${opts.name}'`;
+  if ((state.site ?? null) !== (opts.site ?? null)) return `it was registered for ${state.site === undefined ? 'every site' : `site '${state.site}'`}, not ${opts.site === undefined ? 'every site' : `site '${opts.site}'`}`;
   const cert = new X509Certificate(material.cert);
   if (Date.parse(cert.validTo) <= Date.now()) return `its certificate expired on ${cert.validTo}`;
   const ca = new X509Certificate(material.ca);
@@ -150,7 +152,7 @@ export async function registerComponent(opts: RegisterOptions): Promise<Register
   const res = await call(opts, 'POST', '/components', opts.token, {
     name: opts.name,
     role: opts.role,
-    site: opts.site,
+    ...(opts.site === undefined ? {} : { site: opts.site }),
     ...(opts.address === undefined ? {} : { address: opts.address }),
     csr: csrPem,
   });
@@ -160,7 +162,7 @@ export async function registerComponent(opts: RegisterOptions): Promise<Register
     throw new ReboundError(kind, e?.code ?? 'registration-failed', `the vault refused to register ${opts.role} '${opts.name}' (${res.status}): ${e?.message ?? 'no reason given'}`);
   }
   const r = res.json as { id: string; serial: string; cert: string; ca: string; token: string };
-  const state: SavedState = { id: r.id, name: opts.name, role: opts.role, site: opts.site, vaultUrl: opts.vaultUrl, serial: r.serial, registeredAt: Date.now() };
+  const state: SavedState = { id: r.id, name: opts.name, role: opts.role, ...(opts.site === undefined ? {} : { site: opts.site }), vaultUrl: opts.vaultUrl, serial: r.serial, registeredAt: Date.now() };
   const dir = opts.stateDir;
   // Secrets first, the state file last: a crash in between leaves no state that points at them.
   writeAtomic(path.join(dir, FILES.key), keyPem, 0o600);

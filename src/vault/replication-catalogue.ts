@@ -2,6 +2,7 @@
 // recovery-point catalogue the master target writes, and the progress the agent reports. Used
 // directly by the embedded roles (LocalLink) and by the /replication API routes that separate
 // role processes call. Writes are idempotent so a role that retries after a crash records once.
+import { createHash } from 'node:crypto';
 import { REPLICATING_STATES } from '../domain/lifecycle.ts';
 import type { Store } from '../store/open.ts';
 import { now, parseJson } from '../store/open.ts';
@@ -10,10 +11,18 @@ import type { AgentLink, Assignment, AssignedDisk, MasterTargetLink, PointRecord
 import { recordEvent } from './events.ts';
 import { notFound } from '../domain/errors.ts';
 
+/** The embedded roles' data addresses ('' when the role does not run embedded). */
 export interface Endpoints {
   processServer(itemId: string): string;
   masterTarget(siteId: string): string;
 }
+
+/** A registered process server or master target counts as up while its last heartbeat is this
+ * recent (role processes send one every 5 s). */
+export const COMPONENT_FRESH_MS = 30_000;
+
+/** A registered, unrevoked process server or master target with a data address. */
+interface RegisteredEndpoint { name: string; role: string; siteId: string | null; address: string; fresh: boolean }
 
 type Details = Record<string, unknown> & { replication?: Record<string, unknown>; resync?: string | null };
 
@@ -50,6 +59,7 @@ export class ReplicationCatalogue {
       ])
       .$call((b) => (itemId === undefined ? b.where('i.state', 'in', [...REPLICATING_STATES]) : b.where('i.id', '=', itemId)));
     const rows = await q.execute();
+    const registered = rows.length > 0 ? await this.#registeredEndpoints() : [];
     const sites = new Map((await this.store.db.selectFrom('sites').select(['id', 'root', 'provider']).execute()).map((s) => [s.id, s]));
     const out: Assignment[] = [];
     for (const r of rows) {
@@ -82,14 +92,66 @@ export class ReplicationCatalogue {
           encryption: r.encryption === 'none' ? 'none' : 'aes-256-gcm',
           bandwidthBps: Number(r.bandwidth_bps),
         },
-        processServer: this.#endpoints.processServer(r.itemId),
-        masterTarget: this.#endpoints.masterTarget(targetSiteId),
+        processServer: this.#chooseProcessServer(registered, r.itemId, sourceSiteId),
+        masterTarget: this.#chooseMasterTarget(registered, targetSiteId),
         resync: typeof details.resync === 'string' ? details.resync : null,
         resyncMode: typeof details.resync === 'string' ? (details['resyncMode'] === 'digests' ? 'digests' : 'full') : null,
         config: parseJson<Record<string, unknown>>(r.config, {}),
       });
     }
     return out;
+  }
+
+  // --- Endpoints: where agents send and where process servers forward. A registered component
+  // (its own process, `rebound process-server|master-target`) that is unrevoked and recently
+  // seen wins over the embedded role; a stale registered one is used only when nothing else is.
+
+  async #registeredEndpoints(): Promise<RegisteredEndpoint[]> {
+    const rows = await this.store.db
+      .selectFrom('components')
+      .select(['name', 'role', 'site_id', 'address', 'last_seen_at'])
+      .where('status', '=', 'active')
+      .where('role', 'in', ['process-server', 'master-target'])
+      .where('address', 'is not', null)
+      .orderBy('name')
+      .execute();
+    const freshSince = now() - COMPONENT_FRESH_MS;
+    return rows.map((r) => ({ name: r.name, role: r.role, siteId: r.site_id, address: r.address ?? '', fresh: r.last_seen_at !== null && Number(r.last_seen_at) >= freshSince }));
+  }
+
+  /** One of `list`, the same for an item while the list stays the same (spreads items over
+   * several process servers; keeps an item's transfers on one). */
+  static #pick(list: RegisteredEndpoint[], key: string): string | undefined {
+    if (list.length === 0) return undefined;
+    return list[createHash('sha256').update(key).digest().readUInt32BE(0) % list.length]!.address;
+  }
+
+  #chooseProcessServer(reg: RegisteredEndpoint[], itemId: string, sourceSiteId: string): string {
+    const ps = reg.filter((c) => c.role === 'process-server');
+    const local = ps.filter((c) => c.siteId === sourceSiteId || c.siteId === null);
+    return ReplicationCatalogue.#pick(local.filter((c) => c.fresh), itemId)
+      || this.#endpoints.processServer(itemId)
+      || ReplicationCatalogue.#pick(ps.filter((c) => c.fresh), itemId)
+      || ReplicationCatalogue.#pick(local, itemId)
+      || '';
+  }
+
+  #chooseMasterTarget(reg: RegisteredEndpoint[], siteId: string): string {
+    // A master target registered for the site first, then one registered for every site.
+    const mt = reg.filter((c) => c.role === 'master-target');
+    const own = mt.filter((c) => c.siteId === siteId);
+    const any = mt.filter((c) => c.siteId === null);
+    return ReplicationCatalogue.#pick(own.filter((c) => c.fresh), siteId)
+      || ReplicationCatalogue.#pick(any.filter((c) => c.fresh), siteId)
+      || this.#endpoints.masterTarget(siteId)
+      || ReplicationCatalogue.#pick(own, siteId)
+      || ReplicationCatalogue.#pick(any, siteId)
+      || '';
+  }
+
+  /** Where a process server forwards a transfer for `siteId` now ('' when no master target is known). */
+  async masterTargetAddress(siteId: string): Promise<string> {
+    return this.#chooseMasterTarget(await this.#registeredEndpoints(), siteId);
   }
 
   async #updateDetails(itemId: string, fn: (d: Details) => Details | null): Promise<void> {

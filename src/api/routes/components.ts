@@ -44,7 +44,7 @@ const Registered = Type.Object({
   id: Type.String(),
   name: Type.String(),
   role: Type.String(),
-  site: Type.String(),
+  site: Type.Union([Type.String(), Type.Null()]),
   serial: Type.String(),
   cert: Type.String(),
   ca: Type.String(),
@@ -55,12 +55,15 @@ const RegisterBody = Type.Object(
   {
     name: Type.String({ maxLength: 200 }),
     role: Type.Union(COMPONENT_ROLES.map((r) => Type.Literal(r))),
-    site: Type.String({ minLength: 1, maxLength: 200 }),
+    /** The site it serves; absent: every site (an agent of several sites, a shared process server). */
+    site: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
     address: Type.Optional(Type.String({ minLength: 1, maxLength: 300 })),
     csr: Type.String({ minLength: 1, maxLength: 16_384 }),
   },
   { additionalProperties: false },
 );
+
+const HeartbeatQuery = Type.Object({ address: Type.Optional(Type.String({ minLength: 1, maxLength: 300 })) });
 
 export interface ComponentRouteOptions {
   /** The vault CA; loaded from the store (with the vault's wrap key) on first use when absent. */
@@ -120,7 +123,7 @@ export function componentRoutes(app: FastifyInstance, deps: ApiDeps, opts: Compo
     const body = req.body as Static<typeof RegisterBody>;
     const name = validateName(body.name, 'component');
     const role = body.role as ComponentRole;
-    const site = await siteByName(db, body.site);
+    const site = body.site === undefined ? null : await siteByName(db, body.site);
     const host = body.address === undefined ? undefined : addressHost(body.address);
     const existing = await db.selectFrom('components').select(['id', 'status']).where('name', '=', name).executeTakeFirst();
     if (existing?.status === 'active') {
@@ -147,7 +150,7 @@ export function componentRoutes(app: FastifyInstance, deps: ApiDeps, opts: Compo
           id,
           name,
           role,
-          site_id: site.id,
+          site_id: site?.id ?? null,
           address: body.address ?? null,
           token_id: token.id,
           cert_serial: issued.serial,
@@ -168,7 +171,7 @@ export function componentRoutes(app: FastifyInstance, deps: ApiDeps, opts: Compo
       throw err;
     }
     req.log.info({ component: name, role, serial: issued.serial }, 'component registered');
-    return reply.code(201).send({ id, name, role, site: site.name, serial: issued.serial, cert: issued.certPem, ca: (await theCa()).certPem, token: token.token });
+    return reply.code(201).send({ id, name, role, site: site?.name ?? null, serial: issued.serial, cert: issued.certPem, ca: (await theCa()).certPem, token: token.token });
   });
 
   app.get('/components', { schema: { tags: ['components'], querystring: Type.Object(PageQuery), response: { 200: Page(Component), ...errors(400, 401) } } }, async (req) => {
@@ -202,14 +205,22 @@ export function componentRoutes(app: FastifyInstance, deps: ApiDeps, opts: Compo
     return componentView(after.row, after.site);
   });
 
-  app.post('/components/:name/heartbeat', { schema: { tags: ['components'], params: NameParam, response: { 200: Component, ...errors(400, 401, 403, 404) } } }, async (req) => {
+  // `?address=host:port`: where a process server's or master target's data listener is reached
+  // now (it may listen elsewhere after a restart); the vault sends peers there.
+  app.post('/components/:name/heartbeat', { schema: { tags: ['components'], params: NameParam, querystring: HeartbeatQuery, response: { 200: Component, ...errors(400, 401, 403, 404) } } }, async (req) => {
     const { name } = req.params as Static<typeof NameParam>;
+    const { address } = req.query as Static<typeof HeartbeatQuery>;
     const { row, site } = await componentByName(db, name);
     if (row.token_id === null || principalOf(req).tokenId !== row.token_id) {
       throw new ReboundError('forbidden', 'component.not-yours', `only component '${name}''s own token may send its heartbeat: use the token the vault returned when it registered.`);
     }
+    if (address !== undefined) {
+      addressHost(address);
+      if (row.role === 'agent') throw invalid('address-not-for-agents', `component '${name}' is an agent, which has no data listener: send its heartbeat without an address.`);
+    }
     const t = now();
-    await db.updateTable('components').set({ last_seen_at: t }).where('id', '=', row.id).execute();
-    return componentView({ ...row, last_seen_at: t }, site);
+    const next = { last_seen_at: t, ...(address === undefined ? {} : { address }) };
+    await db.updateTable('components').set(next).where('id', '=', row.id).execute();
+    return componentView({ ...row, ...next }, site);
   });
 }

@@ -9,6 +9,7 @@ import { ReboundError } from '../../domain/errors.ts';
 import type { ApiDeps } from '../deps.ts';
 import { principalOf } from '../deps.ts';
 import { OpenObject, errors } from '../schemas.ts';
+import { loadVaultKeys } from '../../vault/keys.ts';
 
 const Id = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9][A-Za-z0-9._-]*$' });
 const Progress = Type.Object({
@@ -25,6 +26,11 @@ const EventBody = Type.Object({ itemId: Id, kind: Type.String({ minLength: 1, ma
 const SitesQuery = Type.Object({ site: Type.Optional(Type.String({ maxLength: 200 })) });
 const SiteParam = Type.Object({ id: Id });
 const Ok = Type.Object({ ok: Type.Boolean() });
+const Keys = Type.Object({
+  role: Type.String(),
+  transport: Type.String({ description: 'base64, 32 bytes: frame session keys between the roles' }),
+  atRest: Type.Optional(Type.Array(Type.Object({ id: Type.String(), secret: Type.String() }), { description: 'master target only: current at-rest key first' })),
+});
 
 function requireComponent(req: FastifyRequest): void {
   const p = principalOf(req);
@@ -32,10 +38,46 @@ function requireComponent(req: FastifyRequest): void {
   throw new ReboundError('forbidden', 'forbidden', 'the replication control plane is for registered components (and admins): register the component with the vault first.');
 }
 
+/** The role of the calling component ('admin' for an admin token); refuses everyone else. */
+async function callerRole(req: FastifyRequest, deps: ApiDeps): Promise<string> {
+  requireComponent(req);
+  const p = principalOf(req);
+  if (!p.name.startsWith('component:')) return 'admin';
+  const c = await deps.store.db.selectFrom('components').select(['role']).where('token_id', '=', p.tokenId).where('status', '=', 'active').executeTakeFirst();
+  if (!c) throw new ReboundError('forbidden', 'component.unknown', 'this token belongs to no active component: register the component with the vault again.');
+  return c.role;
+}
+
 export function replicationRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const cat = deps.catalogue;
   if (!cat) return;
   const tag = { tags: ['replication'] };
+
+  // The keys a role running as its own process needs, and only those: every role the transport
+  // key (frames are sealed end to end), the master target also the at-rest keys of the replicas.
+  app.get('/replication/keys', { schema: { ...tag, response: { 200: Keys, ...errors(401, 403) } } }, async (req, reply) => {
+    const role = await callerRole(req, deps);
+    const k = await loadVaultKeys(deps.store);
+    void reply.header('cache-control', 'no-store');
+    return {
+      role,
+      transport: k.transport.toString('base64'),
+      ...(role === 'master-target' || role === 'admin' ? { atRest: k.atRestKeys.map((x) => ({ id: x.id, secret: x.secret })) } : {}),
+    };
+  });
+  // Serials the vault CA's certificates were revoked under, for the data listeners of role processes.
+  app.get('/replication/revoked', { schema: { ...tag, response: { 200: Type.Object({ serials: Type.Array(Type.String()) }), ...errors(401, 403) } } }, async (req) => {
+    requireComponent(req);
+    const rows = await deps.store.db.selectFrom('components').select('cert_serial').where('status', '=', 'revoked').where('cert_serial', 'is not', null).execute();
+    return { serials: rows.map((r) => r.cert_serial!).filter(Boolean) };
+  });
+  // Where a process server forwards a site's transfers now (a master target may have moved).
+  app.get('/replication/sites/:id/master-target', { schema: { ...tag, params: SiteParam, response: { 200: Type.Object({ address: Type.Union([Type.String(), Type.Null()]) }), ...errors(400, 401, 403, 404) } } }, async (req) => {
+    requireComponent(req);
+    const { id } = req.params as Static<typeof SiteParam>;
+    await cat.siteRoot(id); // 404 for an unknown site
+    return { address: (await cat.masterTargetAddress(id)) || null };
+  });
 
   app.get('/replication/assignments', { schema: { ...tag, querystring: SitesQuery, response: { 200: Type.Array(OpenObject), ...errors(400, 401, 403, 404) } } }, async (req) => {
     requireComponent(req);
