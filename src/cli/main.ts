@@ -11,6 +11,7 @@ import { registerJobs } from './commands/jobs.ts';
 import { registerTokens } from './commands/tokens.ts';
 import { registerServe } from './commands/serve.ts';
 import { registerComponents } from './commands/components.ts';
+import { registerRoles } from './commands/roles.ts';
 import { registerOptionalVerbs } from './commands/optional.ts';
 import { registerDemo } from './commands/demo.ts';
 import { registerItemActions, registerItemViews, registerReplicationVerbs } from './commands/items.ts';
@@ -44,6 +45,7 @@ export function buildProgram(): Command {
   registerItemActions(program);
   registerTokens(program);
   registerComponents(program);
+  registerRoles(program);
   registerOptionalVerbs(program);
   registerDemo(program);
 
