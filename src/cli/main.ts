@@ -91,6 +91,8 @@ function report(err: unknown, json: boolean): number {
 }
 
 if (import.meta.main) {
+  // `rebound … | head`: the reader went away; stop quietly instead of throwing EPIPE.
+  for (const s of [process.stdout, process.stderr]) s.on('error', (err: NodeJS.ErrnoException) => { if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0); else throw err; });
   const code = await main(process.argv.slice(2));
   process.exitCode = code;
 }
