@@ -84,12 +84,23 @@ export interface PointDisk {
   uri?: string;
 }
 
-/** A consistent, crash-consistent view of all disks of a machine at one instant. */
+/** A consistent view of all disks of a machine at one instant. */
 export interface Point {
   id: string;
   machine: string;
   takenAt: Date;
   disks: PointDisk[];
+  /** `app` when the machine's applications were frozen (flushed) for the instant; else `crash`. */
+  consistency?: 'crash' | 'app';
+  /** Why an app-consistent point was asked for but this one is only crash-consistent. */
+  freezeError?: string;
+}
+
+export interface TakePointOptions {
+  /** Freeze the guest's filesystems (QEMU: the guest freeze agent; physical: freeze/thaw hooks)
+   * around the instant; on failure the point is still taken, crash-consistent, with the reason. */
+  appConsistent?: boolean;
+  freezeTimeoutMs?: number;
 }
 
 export interface ReleaseOptions {
@@ -139,7 +150,7 @@ export interface MachineProvider {
   trackingStatus?(name: string, signal?: AbortSignal): Promise<TrackingStatus>;
   /** Throws `cbt-lost` when tracking cannot say what changed; the caller must resync by digest
    * comparison and then call resetTracking. */
-  takePoint?(name: string, signal?: AbortSignal): Promise<Point>;
+  takePoint?(name: string, signal?: AbortSignal, opts?: TakePointOptions): Promise<Point>;
   /** The point a previous process took and never released, when it is still intact (same id,
    * instant and changes), so a restarted agent resumes its transfer instead of sending it again;
    * null when there is none. */

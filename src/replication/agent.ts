@@ -48,6 +48,8 @@ export interface AgentOptions {
 
 interface OpenState {
   pointId: string;
+  /** Point kind as recorded in the vault: app-consistent only when the freeze succeeded. */
+  kind?: 'crash' | 'app';
   pointSeq: number;
   providerPointId: string;
   takenAt: number;
@@ -59,6 +61,10 @@ interface OpenState {
 interface LastState {
   pointSeq: number;
   takenAt: number;
+  /** When the last app-consistent point was taken (its policy frequency counts from there). */
+  appAt?: number;
+  /** The point sent then: the next point's id must sort after it (pointIdAfter). */
+  pointId?: string;
   /** A first copy finished for this item. */
   seeded: boolean;
 }
@@ -202,7 +208,8 @@ export class Agent {
     }
     if (!open) {
       const due = (last?.takenAt ?? 0) + a.policy.frequencySeconds * 1000;
-      if (last?.seeded && !a.resync && !now) await sleep(due - Date.now(), signal);
+      // At most one period: after the wall clock went back, `due` lies far in the future.
+      if (last?.seeded && !a.resync && !now) await sleep(Math.min(due - Date.now(), a.policy.frequencySeconds * 1000), signal);
       if (!p.takePoint) throw new ReboundError('conflict', 'provider-no-points', `The ${p.kind} provider cannot take points of ${a.machine}.`);
       const status = await p.trackingStatus?.(a.machine, signal);
       const fullCopy = !last?.seeded || a.resync !== null || status?.state !== 'active';
@@ -211,7 +218,12 @@ export class Agent {
       } else if (status?.state !== 'active') {
         await p.startTracking?.(a.machine, signal);
       }
-      point = await p.takePoint(a.machine, signal);
+      const appEvery = a.policy.appConsistentSeconds * 1000;
+      const appDue = appEvery > 0 && (last?.seeded ?? false) && Date.now() - (last?.appAt ?? 0) >= appEvery;
+      point = await p.takePoint(a.machine, signal, appDue ? { appConsistent: true } : {});
+      if (appDue && point.consistency !== 'app') {
+        await this.#o.link.event(a.itemId, 'app-consistent-failed', `${a.machine}: an app-consistent point was due but the freeze failed (${point.freezeError ?? 'no reason given'}); this point is crash-consistent.`).catch(() => undefined);
+      }
       try {
         const plans: DiskPlan[] = [];
         for (const d of point.disks) {
@@ -223,7 +235,8 @@ export class Agent {
           plans.push(planDisk(d.disk.id, d.disk.sizeBytes, ranges, DEFAULT_REPLICA_BLOCK));
         }
         open = {
-          pointId: newId(),
+          pointId: pointIdAfter(last?.pointId),
+          kind: point.consistency === 'app' ? 'app' : 'crash',
           pointSeq: floorSeq + 1,
           providerPointId: point.id,
           takenAt: point.takenAt.getTime(),
@@ -264,7 +277,7 @@ export class Agent {
           pointId: o.pointId,
           pointSeq: o.pointSeq,
           takenAt: o.takenAt,
-          pointKind: 'crash',
+          pointKind: o.kind ?? 'crash',
           frames: plan.extents.length,
           bytes: plan.bytes,
           targetSiteId: a.targetSiteId,
@@ -302,7 +315,8 @@ export class Agent {
     }
     // Recorded before the release: a kill in between adopts the point again, finds every
     // transfer acknowledged, and releases it then.
-    await this.#write(a.itemId, 'last.json', { pointSeq: o.pointSeq, takenAt: o.takenAt, seeded: true } satisfies LastState);
+    const appAt = o.kind === 'app' ? o.takenAt : last?.appAt;
+    await this.#write(a.itemId, 'last.json', { pointSeq: o.pointSeq, pointId: o.pointId, takenAt: o.takenAt, seeded: true, ...(appAt === undefined ? {} : { appAt }) } satisfies LastState);
     await p.releasePoint?.(pt, { consumed: true }, signal);
     await rm(join(this.#dir(a.itemId), 'open.json'), { force: true });
     this.stats.points++;
@@ -327,6 +341,20 @@ export class Agent {
     this.#o.logger.info({ item: a.itemId, disk: d.disk.id, differing: diff.reduce((n, e) => n + e.length, 0), size: d.disk.sizeBytes }, 'agent: resync by digests');
     return diff;
   }
+}
+
+/**
+ * A new point id (UUIDv7, time-ordered) that sorts after `prev`. The master target refuses a
+ * point older than its newest as a replay, so an item's point ids must only grow, even when the
+ * wall clock goes back (an NTP step, a host clock set back, a restart after either): then the
+ * new id takes the millisecond after `prev`'s.
+ */
+export function pointIdAfter(prev: string | undefined): string {
+  const id = newId();
+  if (prev === undefined || id > prev) return id;
+  const ms = Number.parseInt(prev.slice(0, 8) + prev.slice(9, 13), 16) + 1;
+  const hex = ms.toString(16).padStart(12, '0');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}${id.slice(13)}`;
 }
 
 const sleep = (ms: number, signal: AbortSignal): Promise<unknown> => (ms > 0 ? delay(ms, undefined, { signal }) : Promise.resolve());

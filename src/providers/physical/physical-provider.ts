@@ -331,7 +331,8 @@ export class PhysicalProvider implements MachineProvider {
       this.#handles.set(id, newReads());
       return state;
     });
-    return this.#point(open);
+    // The freeze hook (when there is one) ran and succeeded around the digest pass.
+    return { ...this.#point(open), consistency: def.hooks?.freeze ? 'app' : 'crash' };
   }
 
   async #changes(files: TrackingFiles, base: { path: string; map: string } | undefined, path: string, map: DigestMap): Promise<DiskChanges> {

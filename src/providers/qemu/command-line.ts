@@ -28,6 +28,13 @@ export function qemuArgs(def: MachineDefinition, paths: VmPaths, accel: Accel, n
     '-chardev', `socket,id=console,path=${esc(paths.console)},server=on,wait=off,logfile=${esc(paths.serialLog)},logappend=on`,
     '-serial', 'chardev:console',
   ];
+  // The guest freeze agent's port (app-consistent points): a virtio-serial port named
+  // org.rebound.agent on a socket in the run directory. A guest without the agent ignores it.
+  args.push(
+    '-device', 'virtio-serial-pci,id=vser0',
+    '-chardev', `socket,id=agent,path=${esc(paths.agent)},server=on,wait=off`,
+    '-device', 'virtserialport,bus=vser0.0,chardev=agent,name=org.rebound.agent',
+  );
   // CPUs stopped: the disks are open (points can be taken) but the guest does not run.
   if (opts.paused) args.push('-S');
   // Secrets before the disks: an encrypted backing chain names them by id.

@@ -20,6 +20,8 @@ export interface VmPaths {
   serialLog: string;
   pidfile: string;
   nbd: string;
+  /** The guest freeze agent's virtio-serial port (app-consistent points). */
+  agent: string;
   tracking: string;
 }
 
@@ -35,6 +37,7 @@ export function vmPaths(root: string, name: string): VmPaths {
     serialLog: join(run, 'serial.log'),
     pidfile: join(run, 'qemu.pid'),
     nbd: join(run, 'nbd.sock'),
+    agent: join(run, 'agent.sock'),
     tracking: join(dir, 'tracking.json'),
   };
 }
@@ -80,7 +83,7 @@ export function validateDefinition(root: string, def: MachineDefinition): Machin
     return { id: x.id, file: abs(x.file) };
   });
   const paths = vmPaths(root, def.name);
-  for (const p of [paths.qmp, paths.console, paths.nbd]) {
+  for (const p of [paths.qmp, paths.console, paths.nbd, paths.agent]) {
     if (Buffer.byteLength(p) > MAX_SOCKET_PATH) {
       throw invalid('vm-root-too-long', `The socket path ${p} is longer than the ${MAX_SOCKET_PATH} bytes a unix socket allows.`, {
         hint: 'Use a shorter site root directory or VM name.',

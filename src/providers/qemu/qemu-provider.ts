@@ -19,6 +19,7 @@ import type {
   Point,
   ReleaseOptions,
   ReplicaSpec,
+  TakePointOptions,
   TrackingStatus,
 } from '../provider.ts';
 import { chooseAccel } from './accel.ts';
@@ -28,6 +29,7 @@ import { listDefinitionNames, readDefinition, validateDefinition, vmPaths, write
 import type { VmPaths } from './definition.ts';
 import { ensureNetwork, networkOf, removeNetwork } from './network.ts';
 import type { SiteNetwork } from './network.ts';
+import { FreezeAgent } from './freeze-agent.ts';
 import { findQemu, processGone, waitGone } from './process.ts';
 import * as tracking from './tracking.ts';
 import { mergeExtents } from './tracking.ts';
@@ -278,15 +280,38 @@ export class QemuProvider implements MachineProvider {
     });
   }
 
-  async takePoint(name: string, signal?: AbortSignal): Promise<Point> {
+  async takePoint(name: string, signal?: AbortSignal, opts: TakePointOptions = {}): Promise<Point> {
+    let consistency: 'crash' | 'app' = 'crash';
+    let freezeError: string | undefined;
     const open = await this.#trackingOp(name, async (q, def, paths) => {
       // Checked under the VM's lock so two concurrent calls cannot both open a point.
       if (this.#points.has(name)) throw conflict('point-open', `VM "${name}" already has an open point; release it before taking the next.`);
-      const opened = await tracking.takePoint(q, def, paths, signal);
-      this.#points.set(name, opened);
-      return opened;
+      let agent: FreezeAgent | undefined;
+      if (opts.appConsistent) {
+        try {
+          agent = await FreezeAgent.connect(paths.agent, opts.freezeTimeoutMs ?? 10_000);
+          await agent.freeze();
+          consistency = 'app';
+        } catch (err) {
+          freezeError = (err as Error).message;
+        }
+      }
+      try {
+        const opened = await tracking.takePoint(q, def, paths, signal);
+        this.#points.set(name, opened);
+        return opened;
+      } finally {
+        if (agent) {
+          // Thawed whatever happened: a guest left frozen stops writing.
+          await agent.thaw().catch((err: unknown) => {
+            consistency = 'crash';
+            freezeError = `thaw failed: ${(err as Error).message}`;
+          });
+          agent.close();
+        }
+      }
     });
-    return this.#pointOf(name, open);
+    return { ...this.#pointOf(name, open), consistency, ...(freezeError ? { freezeError } : {}) };
   }
 
   #pointOf(name: string, open: tracking.OpenPoint): Point {
