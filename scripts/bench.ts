@@ -1,9 +1,12 @@
 // `npm run bench [-- --quick] [--only NAME]`: runs every benchmark script in bench/ as its own
 // process (each prints one JSON document on its last stdout line), then writes the figures to
-// bench/out/results.json and a readable BENCHMARKS.md. Benchmarks measure; they assert nothing.
+// bench/out/results.json and a readable BENCHMARKS.md (quick mode: bench/out/results.quick.json
+// and bench/out/BENCHMARKS.quick.md, so a full run's files stay). With --only, the other
+// benchmarks' last results are kept on the page. A benchmark whose JSON has a `markdown` string
+// gets it as its section, its other figures in a folded table. Benchmarks measure; they assert nothing.
 import { spawnSync } from 'node:child_process';
 import { cpus, totalmem } from 'node:os';
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 const root = path.resolve(import.meta.dirname, '..');
@@ -18,6 +21,8 @@ interface BenchResult {
   seconds: number;
   data?: unknown;
   error?: string;
+  /** When this result was measured (kept results of other benchmarks keep theirs). */
+  date?: string;
 }
 
 const scripts = readdirSync(path.join(root, 'bench'))
@@ -60,8 +65,16 @@ const machine = {
   date: new Date().toISOString(),
   mode: quick ? 'quick' : 'full',
 };
+for (const r of results) r.date = machine.date;
+// With --only, the other benchmarks' last results (same mode) are kept, so the page stays whole.
+const resultsFile = path.join(root, 'bench', 'out', quick ? 'results.quick.json' : 'results.json');
+if (only !== undefined && existsSync(resultsFile)) {
+  const previous = (JSON.parse(readFileSync(resultsFile, 'utf8')) as { results?: BenchResult[] }).results ?? [];
+  for (const p of previous) if (!results.some((r) => r.name === p.name)) results.push(p);
+  results.sort((a, b) => a.name.localeCompare(b.name));
+}
 mkdirSync(path.join(root, 'bench', 'out'), { recursive: true });
-writeFileSync(path.join(root, 'bench', 'out', 'results.json'), JSON.stringify({ machine, results }, null, 2));
+writeFileSync(resultsFile, JSON.stringify({ machine, results }, null, 2));
 
 function flatten(prefix: string, v: unknown, out: [string, string][]): void {
   if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
@@ -75,19 +88,30 @@ const lines: string[] = [
   '# Benchmarks',
   '',
   `Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, Node ${machine.node}; ${machine.date}; ${machine.mode} mode.`,
-  'Reproduce: `npm run bench` (or `npm run bench -- --only NAME`, `--quick`). Raw figures: `bench/out/results.json`.',
+  'Reproduce: `npm run bench` (or `npm run bench -- --only NAME`, `--quick`). Raw figures: `bench/out/results.json`. Run it niced (`nice -n 10 npm run bench`) on a shared machine.',
   '',
 ];
 for (const r of results) {
-  lines.push(`## ${r.name}`, '', `Run time ${r.seconds.toFixed(1)} s.`, '');
+  lines.push(`## ${r.name}`, '', `Run time ${r.seconds.toFixed(1)} s${r.date && r.date !== machine.date ? ` (measured ${r.date})` : ''}.`, '');
   if (!r.ok) {
     lines.push(`Failed: ${r.error ?? 'unknown error'}`, '');
     continue;
   }
+  // A benchmark may bring its own summary (`markdown`); its other figures follow as a table.
+  let data = r.data;
+  let table = false;
+  if (data !== null && typeof data === 'object' && typeof (data as { markdown?: unknown }).markdown === 'string') {
+    const { markdown, ...rest } = data as { markdown: string };
+    lines.push(markdown, '');
+    data = rest;
+    table = true;
+  }
   const rows: [string, string][] = [];
-  flatten('', r.data, rows);
-  lines.push('| figure | value |', '| --- | --- |', ...rows.map(([k, v]) => `| ${k} | ${v} |`), '');
+  flatten('', data, rows);
+  const tableLines = ['| figure | value |', '| --- | --- |', ...rows.map(([k, v]) => `| ${k} | ${v} |`)];
+  if (table) lines.push('<details><summary>All figures</summary>', '', ...tableLines, '', '</details>', '');
+  else lines.push(...tableLines, '');
 }
 writeFileSync(path.join(root, quick ? 'bench/out/BENCHMARKS.quick.md' : 'BENCHMARKS.md'), lines.join('\n'));
-process.stderr.write(`[bench] wrote ${quick ? 'bench/out/BENCHMARKS.quick.md' : 'BENCHMARKS.md'} and bench/out/results.json\n`);
+process.stderr.write(`[bench] wrote ${quick ? 'bench/out/BENCHMARKS.quick.md' : 'BENCHMARKS.md'} and ${path.relative(root, resultsFile)}\n`);
 process.exit(results.every((r) => r.ok) ? 0 : 1);
