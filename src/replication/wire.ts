@@ -12,6 +12,29 @@ import { ReboundError } from '../domain/errors.ts';
 const PREAMBLE = 0x52425431; // "RBT1"
 const REPLY = 0x52425432; // "RBT2"
 const MAX_PREAMBLE = 64 * 1024;
+/** A data connection on which nothing moves in either direction for this long is closed, so a
+ * black-holed or half-open link (bytes lost, the TCP connection still up) ends in a retry after
+ * the last acknowledgement instead of a transfer that waits forever. A healthy transfer is never
+ * that quiet: frames flow, and the receiver acknowledges every half window. Override with
+ * REBOUND_DATA_IDLE_TIMEOUT_MS (the soak uses a shorter one). */
+const DEFAULT_IDLE_MS = 60_000;
+
+export function dataIdleTimeoutMs(): number {
+  const v = process.env['REBOUND_DATA_IDLE_TIMEOUT_MS'];
+  if (v === undefined || v === '') return DEFAULT_IDLE_MS;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1000) throw new ReboundError('invalid', 'bad-idle-timeout', `REBOUND_DATA_IDLE_TIMEOUT_MS=${v} is not a whole number of milliseconds of at least 1000; unset it for the default of ${DEFAULT_IDLE_MS}.`);
+  return n;
+}
+
+/** Closes `socket` with a retryable 'transfer-stalled' error after `ms` without traffic. */
+function closeWhenIdle(socket: Duplex, ms: number, peer: string): void {
+  const s = socket as net.Socket;
+  s.setTimeout(ms);
+  s.once('timeout', () => {
+    s.destroy(new ReboundError('unavailable', 'transfer-stalled', `Nothing moved on the data connection with ${peer} for ${Math.round(ms / 1000)} s (a stalled or black-holed link); it was closed and the transfer resumes after its last acknowledgement on a new connection.`, { retryable: true }));
+  });
+}
 
 export interface TlsMaterial {
   ca: string;
@@ -110,12 +133,16 @@ export async function openTransfer(address: string, header: TransferHeader, mate
   const { host, port } = parseAddress(address);
   const timeoutMs = opts.timeoutMs ?? 15_000;
   const socket: Duplex = await new Promise((resolve, reject) => {
+    // The deadline covers the TLS handshake too: a link that loses the handshake's bytes (a
+    // black hole, a half-open middlebox) would otherwise leave the connection waiting forever.
+    const ready = (): void => {
+      clearTimeout(timer);
+      resolve(s);
+    };
     const s = material
-      ? tls.connect({ host, port, ca: material.ca, cert: material.cert, key: material.key, minVersion: 'TLSv1.3', servername: net.isIP(host) ? undefined : host, checkServerIdentity: () => undefined }, () => resolve(s))
-      : net.connect({ host, port }, () => resolve(s));
-    const timer = setTimeout(() => { s.destroy(); reject(new ReboundError('unavailable', 'transfer-connect-timeout', `No connection to ${address} within ${timeoutMs} ms.`, { retryable: true })); }, timeoutMs);
-    s.once('connect', () => clearTimeout(timer));
-    s.once('secureConnect', () => clearTimeout(timer));
+      ? tls.connect({ host, port, ca: material.ca, cert: material.cert, key: material.key, minVersion: 'TLSv1.3', servername: net.isIP(host) ? undefined : host, checkServerIdentity: () => undefined }, ready)
+      : net.connect({ host, port }, ready);
+    const timer = setTimeout(() => { s.destroy(); reject(new ReboundError('unavailable', 'transfer-connect-timeout', `No ${material ? 'TLS session' : 'connection'} with ${address} within ${timeoutMs} ms.`, { retryable: true })); }, timeoutMs);
     s.once('error', (err) => {
       clearTimeout(timer);
       reject(new ReboundError('unavailable', 'transfer-connect-failed', `Cannot open a data connection to ${address}: ${err.message}`, { retryable: true }));
@@ -132,6 +159,7 @@ export async function openTransfer(address: string, header: TransferHeader, mate
       const e = reply.error;
       throw new ReboundError('unavailable', e?.code ?? 'transfer-refused', e?.message ?? `${address} refused the transfer.`, { retryable: e?.retryable ?? true });
     }
+    closeWhenIdle(socket, dataIdleTimeoutMs(), address);
     // Left paused: the frame stream's reader takes over (resuming with no reader drops bytes).
     return socket;
   } catch (err) {
@@ -163,6 +191,7 @@ export async function listenTransfers(opts: {
   onError?(err: unknown): void;
 }): Promise<DataListener> {
   const sockets = new Set<Duplex>();
+  const idleMs = dataIdleTimeoutMs();
   const onSocket = (socket: Duplex, cert?: tls.PeerCertificate): void => {
     sockets.add(socket);
     socket.on('error', () => undefined);
@@ -180,6 +209,7 @@ export async function listenTransfers(opts: {
         return;
       }
       socket.write(message(REPLY, { ok: true }));
+      closeWhenIdle(socket, idleMs, `the sender of transfer ${header.transferId}`);
       try {
         await opts.handle(header, socket, { authorized: true, ...(cert ? { cert } : {}) });
       } catch (err) {

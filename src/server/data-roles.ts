@@ -73,13 +73,38 @@ export async function preparePhysical(p: MachineProvider, a: Assignment): Promis
   await p.ensureDefined(physicalMachine(a.machine, a.disks.map((d) => d.path), hooks));
 }
 
+/**
+ * Fault-injection knob (the soak, RELIABILITY.md): REBOUND_PROCESS_SERVER_PORT and
+ * REBOUND_MASTER_TARGET_PORT fix the embedded listeners' ports (default: any free port), and
+ * REBOUND_PROCESS_SERVER_VIA / REBOUND_MASTER_TARGET_VIA (host:port) are the addresses the other
+ * roles are told to dial instead of the listener's own, e.g. a fault proxy in front of it.
+ */
+function dataRoute(role: 'PROCESS_SERVER' | 'MASTER_TARGET'): { port?: number; via?: string } {
+  const port = process.env[`REBOUND_${role}_PORT`];
+  const via = process.env[`REBOUND_${role}_VIA`];
+  const out: { port?: number; via?: string } = {};
+  if (port) {
+    const n = Number(port);
+    if (!Number.isInteger(n) || n <= 0 || n > 65535) throw new ReboundError('invalid', 'bad-port', `REBOUND_${role}_PORT=${port} is not a TCP port (1-65535); unset it to listen on any free port.`);
+    out.port = n;
+  }
+  if (via) {
+    if (!/^\[?[^\]\s]+\]?:\d{1,5}$/.test(via)) throw new ReboundError('invalid', 'bad-address', `REBOUND_${role}_VIA=${via} is not a host:port address; unset it to dial the listener directly.`);
+    out.via = via;
+  }
+  return out;
+}
+
 export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
   const roles = { agent: true, processServer: true, masterTarget: true, ...o.roles };
   let ps: ProcessServer | undefined;
   let mt: MasterTarget | undefined;
+  const psRoute = dataRoute('PROCESS_SERVER');
+  const mtRoute = dataRoute('MASTER_TARGET');
+  const mtAddress = (): string => (mt ? (mtRoute.via ?? mt.address) : '');
   const catalogue = new ReplicationCatalogue(o.store, {
-    processServer: () => ps?.address ?? '',
-    masterTarget: () => mt?.address ?? '',
+    processServer: () => (ps ? (psRoute.via ?? ps.address) : ''),
+    masterTarget: mtAddress,
   });
   const actions = new ItemActions(o.store, o.jobs);
   let agent: Agent | undefined;
@@ -113,13 +138,13 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
   started.push({ close: async () => revocations.stop() });
   try {
     if (roles.masterTarget) {
-      mt = new MasterTarget({ transportKey: o.keys.transport, atRestKeys: o.keys.atRestKeys, material: o.material['master-target'], checkPeer: peerChecker({ revocations, roles: ['process-server'] }), logger: o.logger.child({ role: 'master-target' }), link: catalogue.masterTargetLink() });
+      mt = new MasterTarget({ transportKey: o.keys.transport, atRestKeys: o.keys.atRestKeys, material: o.material['master-target'], checkPeer: peerChecker({ revocations, roles: ['process-server'] }), logger: o.logger.child({ role: 'master-target' }), link: catalogue.masterTargetLink(), ...(mtRoute.port ? { port: mtRoute.port } : {}) });
       await mt.start();
       started.push(mt);
       o.jobs.register(scrubJob(o.store, mt));
     }
     if (roles.processServer) {
-      ps = new ProcessServer({ dir: join(o.dataDir, 'process-server'), transportKey: o.keys.transport, material: o.material['process-server'], checkPeer: peerChecker({ revocations, roles: ['agent'] }), logger: o.logger.child({ role: 'process-server' }), link: catalogue.masterTargetLink(), masterTargetFor: () => mt?.address ?? '' });
+      ps = new ProcessServer({ dir: join(o.dataDir, 'process-server'), transportKey: o.keys.transport, material: o.material['process-server'], checkPeer: peerChecker({ revocations, roles: ['agent'] }), logger: o.logger.child({ role: 'process-server' }), link: catalogue.masterTargetLink(), masterTargetFor: mtAddress, ...(psRoute.port ? { port: psRoute.port } : {}) });
       await ps.start();
       started.push(ps);
     }

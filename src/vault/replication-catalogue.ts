@@ -235,6 +235,7 @@ export class ReplicationCatalogue {
       prunePoints: (id, ids) => this.prunePoints(id, ids),
       markBad: (id, ids, reason) => this.markBad(id, ids, reason),
       requestResync: (id, reason) => this.requestResync(id, reason),
+      event: (id, kind, message, data) => this.event(id, kind, message, data),
     };
   }
 }

@@ -1,0 +1,158 @@
+// The soak's fault scenarios. Each injects one fault into a running replication at a moment the
+// harness chose (during the first copy or during delta cycles) and undoes it (heal, restart,
+// space freed) before returning; the harness then lets replication catch up and runs the same
+// checks after every scenario. A scenario may add checks of its own (what an operator must have
+// been told). New scenarios — failover, test failover and failback under faults — are added to
+// SCENARIOS with the phases they apply to; the harness needs no other change.
+import type { FaultProxy } from './tcp-proxy.ts';
+import type { Prng } from './prng.ts';
+import type { SoakServer } from './soak-server.ts';
+
+/** When the fault lands: during the first copy, or once delta cycles run. Later scenarios can
+ * add phases of their own (e.g. 'failover', 'failback'). */
+export type Phase = 'initial' | 'delta';
+
+export interface SoakEvent { id: number; at: number; kind: string; item: string | null; message: string; data: unknown }
+
+export interface RunContext {
+  readonly rng: Prng;
+  /** The current server (replaced by restart()). */
+  readonly server: SoakServer;
+  readonly runDir: string;
+  readonly recoveryRoot: string;
+  /** Fault proxies in front of the process server (agent → PS) and the master target (PS → MT),
+   * when the scenario asked for them. */
+  readonly proxies: { agent: FaultProxy; masterTarget: FaultProxy } | null;
+  /** Restarts `rebound serve` on the same data directory (SIGKILL or SIGTERM first). */
+  restart(how: 'kill9' | 'stop', pauseMs?: number): Promise<void>;
+  /** Moves the server's wall clock by `ms` (needs setup.clock). */
+  jumpClock(ms: number): Promise<void>;
+  /** Fills the recovery site's file system (needs setup.recoveryFs); returns the bytes taken. */
+  fillRecoverySite(): Promise<number>;
+  freeRecoverySite(): Promise<void>;
+  sleep(ms: number): Promise<void>;
+  note(text: string): void;
+  /** The item's events since the run started (oldest first). */
+  events(): Promise<SoakEvent[]>;
+  /** The item as the API shows it. */
+  item(): Promise<{ state: string; health: string; details: Record<string, unknown> }>;
+}
+
+export interface ScenarioSetup {
+  proxies?: boolean;
+  /** The recovery site's root on a size-limited tmpfs (root only). */
+  recoveryFs?: boolean;
+  clock?: boolean;
+}
+
+export interface Scenario {
+  name: string;
+  description: string;
+  phases: readonly Phase[];
+  setup?: ScenarioSetup;
+  /** Injects the fault and undoes it; returns what was done (reported as JSON). */
+  inject(ctx: RunContext, phase: Phase): Promise<Record<string, unknown>>;
+  /** Extra checks once replication caught up; each returned sentence is a failure. */
+  check?(ctx: RunContext, fault: Record<string, unknown>): Promise<string[]>;
+}
+
+const kill9 = (phase: Phase): Scenario => ({
+  name: `kill9-${phase}`,
+  description: `kill -9 of rebound serve during ${phase === 'initial' ? 'the initial replication' : 'delta cycles'}, then a restart on the same data directory`,
+  phases: [phase],
+  async inject(ctx) {
+    const pauseMs = ctx.rng.int(0, 3000);
+    await ctx.restart('kill9', pauseMs);
+    return { restartAfterMs: pauseMs };
+  },
+});
+
+type NetKind = 'cut' | 'drop' | 'half-open';
+const network = (kind: NetKind, link: 'agent' | 'mt'): Scenario => ({
+  name: `net-${kind}-${link === 'agent' ? 'agent-ps' : 'ps-mt'}`,
+  description: `${kind === 'cut' ? 'connections reset and refused' : kind === 'drop' ? 'every byte silently dropped' : 'one direction black-holed, connections left open'} for a few seconds between ${link === 'agent' ? 'agent and process server' : 'process server and master target'} (TCP fault proxy)`,
+  phases: ['initial', 'delta'],
+  setup: { proxies: true },
+  async inject(ctx) {
+    const proxy = link === 'agent' ? ctx.proxies!.agent : ctx.proxies!.masterTarget;
+    const ms = ctx.rng.int(1000, 8000);
+    const before = proxy.stats();
+    const fault: Record<string, unknown> = { link: link === 'agent' ? 'agent→process-server' : 'process-server→master-target', kind, ms };
+    if (kind === 'cut') {
+      proxy.cut(ms);
+      await ctx.sleep(ms);
+    } else if (kind === 'drop') {
+      proxy.drop(true);
+      await ctx.sleep(ms);
+      proxy.drop(false);
+    } else {
+      const dir = ctx.rng.pick(['to-client', 'to-target'] as const);
+      fault['direction'] = dir;
+      proxy.halfOpen(dir);
+      await ctx.sleep(ms);
+    }
+    proxy.heal();
+    const after = proxy.stats();
+    fault['refused'] = after.refused - before.refused;
+    fault['droppedBytes'] = after.dropped['to-target'] + after.dropped['to-client'] - before.dropped['to-target'] - before.dropped['to-client'];
+    return fault;
+  },
+});
+
+const diskFull: Scenario = {
+  name: 'disk-full-recovery',
+  description: 'the recovery site\'s file system (a size-limited tmpfs) fills up for a few seconds, then the space is freed',
+  phases: ['initial', 'delta'],
+  setup: { recoveryFs: true },
+  async inject(ctx) {
+    const ms = ctx.rng.int(3000, 10_000);
+    const taken = await ctx.fillRecoverySite();
+    await ctx.sleep(ms);
+    const during = await ctx.item();
+    await ctx.freeRecoverySite();
+    return { fullForMs: ms, ballastBytes: taken, healthWhileFull: during.health };
+  },
+  async check(ctx) {
+    // The operator must hear why replication stopped: an event naming the full recovery site.
+    const evs = await ctx.events();
+    const told = evs.some((e) => /space|full|ENOSPC/i.test(e.message));
+    return told ? [] : [`no event told that the recovery site ran out of space (events: ${evs.map((e) => e.kind).join(', ') || 'none'})`];
+  },
+};
+
+const clock = (direction: 'forward' | 'backward'): Scenario => ({
+  name: `clock-${direction}`,
+  description: `the server's wall clock jumps ${direction} by minutes to hours (test knob src/faults/clock-skew.ts), sometimes followed by a restart`,
+  phases: ['initial', 'delta'],
+  setup: { clock: true },
+  async inject(ctx) {
+    const ms = ctx.rng.int(5 * 60_000, 3 * 3600_000) * (direction === 'forward' ? 1 : -1);
+    await ctx.jumpClock(ms);
+    const restart = ctx.rng.float() < 0.5;
+    if (restart) {
+      await ctx.sleep(ctx.rng.int(500, 4000));
+      await ctx.restart(ctx.rng.pick(['kill9', 'stop'] as const));
+    }
+    return { jumpMs: ms, restartAfter: restart };
+  },
+});
+
+export const SCENARIOS: readonly Scenario[] = [
+  kill9('initial'),
+  kill9('delta'),
+  network('cut', 'agent'),
+  network('cut', 'mt'),
+  network('drop', 'agent'),
+  network('drop', 'mt'),
+  network('half-open', 'agent'),
+  network('half-open', 'mt'),
+  diskFull,
+  clock('forward'),
+  clock('backward'),
+];
+
+export function scenarioByName(name: string): Scenario {
+  const s = SCENARIOS.find((x) => x.name === name);
+  if (!s) throw new Error(`There is no soak scenario '${name}'. Scenarios: ${SCENARIOS.map((x) => x.name).join(', ')}.`);
+  return s;
+}
