@@ -1,6 +1,7 @@
 // A real `rebound serve` as a child process for the soak: started on a data directory with a
 // free HTTP port (port 0, read back from the --json line), extra environment (fault routes, the
-// clock knob), its stderr kept for the report, stopped by SIGTERM or killed by SIGKILL.
+// clock knob), its stderr kept for the report, stopped by SIGTERM or killed by SIGKILL. Its log
+// level is warn, or REBOUND_SOAK_LOG_LEVEL.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -24,7 +25,7 @@ export interface SoakServer {
 export async function startSoakServer(o: { dataDir: string; env?: Record<string, string>; token?: string; timeoutMs?: number }): Promise<SoakServer> {
   const proc = spawn(path.join(REPO, 'bin/rebound'), ['--json', 'serve', '--data', o.dataDir, '--port', '0'], {
     cwd: o.dataDir,
-    env: { ...process.env, REBOUND_LOG_LEVEL: 'warn', ...o.env },
+    env: { ...process.env, REBOUND_LOG_LEVEL: process.env['REBOUND_SOAK_LOG_LEVEL'] ?? 'warn', ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';

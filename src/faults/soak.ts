@@ -81,8 +81,10 @@ export interface RunResult {
   failures: string[];
   notes: string[];
   fault: Record<string, unknown>;
-  /** Bytes moved after the fault (agent sent, master target written) and a full copy's size. */
-  bytes: { agentAfterFault: number; masterTargetAfterFault: number; fullCopy: number; restarted: boolean; agentLimit?: number; masterTargetLimit?: number };
+  /** Bytes moved from the fault's end until the catch-up point (agent sent, master target
+   * written; after a restart the new process's counters), the most a catch-up by differences may
+   * move (limits), a full copy's size, and what the master target wrote while the fault lasted. */
+  bytes: { agentCatchUp: number; masterTargetCatchUp: number; fullCopy: number; restarted: boolean; agentLimit?: number; masterTargetLimit?: number; masterTargetDuringFault?: number };
   points: number;
   recordGapPoints: number;
   writer: { ticks: number; seq: number };
@@ -146,7 +148,7 @@ export function formatRunLine(r: RunResult): string {
   const verdict = r.ok ? 'ok  ' : r.dataLost ? 'LOST' : 'FAIL';
   const fault = Object.entries(r.fault).map(([k, v]) => `${k}=${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join(' ');
   const mib = (n: number): string => (n / MIB).toFixed(1);
-  return `#${r.index} seed=${r.seed} ${verdict} ${r.scenario}/${r.phase} ${r.seconds}s points=${r.points} after-fault agent=${mib(r.bytes.agentAfterFault)}MiB mt=${mib(r.bytes.masterTargetAfterFault)}MiB (full ${mib(r.bytes.fullCopy)}MiB) ${fault}${r.ok ? '' : ` :: ${r.failures.join(' | ')}`}`;
+  return `#${r.index} seed=${r.seed} ${verdict} ${r.scenario}/${r.phase} ${r.seconds}s points=${r.points} catch-up agent=${mib(r.bytes.agentCatchUp)}MiB mt=${mib(r.bytes.masterTargetCatchUp)}MiB (full ${mib(r.bytes.fullCopy)}MiB) ${fault}${r.ok ? '' : ` :: ${r.failures.join(' | ')}`}`;
 }
 
 export function formatSummary(rows: readonly SummaryRow[]): string {
@@ -236,7 +238,7 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
   let clockOffset = 0;
   const clockFile = join(dir, 'clock-offset');
   const ballast = join(recoveryRoot, 'ballast');
-  const bytes: RunResult['bytes'] = { agentAfterFault: 0, masterTargetAfterFault: 0, fullCopy: 0, restarted: false };
+  const bytes: RunResult['bytes'] = { agentCatchUp: 0, masterTargetCatchUp: 0, fullCopy: 0, restarted: false };
   let pointCount = 0;
   let recordGapPoints = 0;
   let dataLost = false;
@@ -364,7 +366,7 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
         const old = server!;
         if (how === 'kill9') await old.kill9();
         else await old.stop();
-        logTail += old.logs().slice(-4000);
+        logTail += old.logs().slice(-20_000);
         bytes.restarted = true;
         if (pauseMs > 0) await delay(pauseMs);
         server = await startSoakServer({ dataDir, env, token: old.token });
@@ -404,6 +406,10 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
     };
     fault = { ...fault, ...(await scenario.inject(ctx, phase)) };
     stage('fault');
+    // Catch-up is measured from here, the fault's end: what a faulty link or a full disk made
+    // the roles retry meanwhile is reported apart.
+    const healed = await replicationBytes(server);
+    if (!bytes.restarted) bytes.masterTargetDuringFault = (healed['master_target_written'] ?? 0) - (before['master_target_written'] ?? 0);
 
     // Recovery: the first copy finishes, the writer runs on a little, stops, and a point taken
     // after that reaches the vault.
@@ -429,15 +435,14 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
     }
     stage('catchUp');
     const after = await replicationBytes(server);
-    const base = bytes.restarted ? {} : before;
-    const moved = (k: string): number => (after[k] ?? 0) - (base[k] ?? 0);
-    bytes.agentAfterFault = moved('agent_sent');
-    bytes.masterTargetAfterFault = moved('master_target_written');
+    const moved = (k: string): number => (after[k] ?? 0) - (healed[k] ?? 0);
+    bytes.agentCatchUp = moved('agent_sent');
+    bytes.masterTargetCatchUp = moved('master_target_written');
     // Catch-up by differences: what is left of the first copy (less what was acknowledged before
     // the fault, give or take one unacknowledged window of frames) plus each cycle's changes —
     // the writer's hot regions, the records' tail, its few cold writes, each possibly sent twice
     // (a block read while it changed is resent by the next point). A reseed adds a full copy.
-    const windowSec = (Date.now() - faultAt) / 1000;
+    const windowSec = (Date.now() - faultAt) / 1000; // from the fault's start: generous
     const cycles = moved('agent_points') + 2;
     const coldWrites = Math.ceil(0.1 * SOAK_SHAPE.writerRate * windowSec) + 2;
     const deltaBudget = 2 * 256 * 1024 * (cycles * (SOAK_SHAPE.hotRegions + 2) + coldWrites);
@@ -445,8 +450,8 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
     const agentLimit = (phase === 'initial' ? Math.max(0, bytes.fullCopy - (before['process_server_in'] ?? 0)) : 0) + slack + deltaBudget;
     const mtLimit = (phase === 'initial' ? Math.max(0, bytes.fullCopy - (before['master_target_written'] ?? 0)) : 0) + slack + deltaBudget;
     Object.assign(bytes, { agentLimit, masterTargetLimit: mtLimit });
-    if (bytes.agentAfterFault > agentLimit) failures.push(`after the fault the agent sent ${bytes.agentAfterFault} bytes, more than the ${agentLimit} a catch-up by differences needs at most (a full copy is ${bytes.fullCopy}): a reseed`);
-    if (bytes.masterTargetAfterFault > mtLimit) failures.push(`after the fault the master target wrote ${bytes.masterTargetAfterFault} bytes, more than the ${mtLimit} a catch-up by differences needs at most (a full copy is ${bytes.fullCopy}): a reseed`);
+    if (bytes.agentCatchUp > agentLimit) failures.push(`after the fault the agent sent ${bytes.agentCatchUp} bytes, more than the ${agentLimit} a catch-up by differences needs at most (a full copy is ${bytes.fullCopy}): a reseed`);
+    if (bytes.masterTargetCatchUp > mtLimit) failures.push(`after the fault the master target wrote ${bytes.masterTargetCatchUp} bytes, more than the ${mtLimit} a catch-up by differences needs at most (a full copy is ${bytes.fullCopy}): a reseed`);
     const initialAfter = (await soakApi<{ details: { replication?: { pointId?: string } } }>(server, 'GET', '/items/db1')).details.replication;
     if (phase === 'delta' && initialBefore?.pointId && initialAfter?.pointId !== initialBefore.pointId) {
       failures.push(`a new first copy (point ${initialAfter?.pointId}) replaced the one of point ${initialBefore.pointId}: the item was reseeded`);
@@ -461,7 +466,7 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
       if (!['succeeded', 'failed', 'cancelled'].includes(j.state)) failures.push(`job ${j.id} (${j.kind}) is still ${j.state}`);
       else if (j.state === 'failed' && !(j.error?.code && j.error.message)) failures.push(`job ${j.id} (${j.kind}) failed without an error code and message`);
     }
-    logTail += server.logs().slice(-4000);
+    logTail += server.logs().slice(-20_000);
     await server.stop();
     if (proxies) {
       await proxies.agent.close();
@@ -489,7 +494,7 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
   } finally {
     if (writer) await writer.stop().then((l) => (ledger ??= l)).catch(() => writer!.proc.kill('SIGKILL'));
     if (server) {
-      if (failures.length > 0) logTail += server.logs().slice(-4000);
+      if (failures.length > 0) logTail += server.logs().slice(-20_000);
       await server.stop().catch(() => undefined);
     }
     if (proxies) {
@@ -518,6 +523,6 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
     seconds: Math.round((Date.now() - t0) / 1000),
     stages,
     ...(keep ? { dir } : {}),
-    ...(ok ? {} : { logTail: logTail.slice(-6000) }),
+    ...(ok ? {} : { logTail: logTail.slice(-20_000) }),
   };
 }

@@ -144,7 +144,7 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
       o.jobs.register(scrubJob(o.store, mt));
     }
     if (roles.processServer) {
-      ps = new ProcessServer({ dir: join(o.dataDir, 'process-server'), transportKey: o.keys.transport, material: o.material['process-server'], checkPeer: peerChecker({ revocations, roles: ['agent'] }), logger: o.logger.child({ role: 'process-server' }), link: catalogue.masterTargetLink(), masterTargetFor: mtAddress, ...(psRoute.port ? { port: psRoute.port } : {}) });
+      ps = new ProcessServer({ dir: join(o.dataDir, 'process-server'), transportKey: o.keys.transport, material: o.material['process-server'], checkPeer: peerChecker({ revocations, roles: ['agent'] }), logger: o.logger.child({ role: 'process-server' }), link: catalogue.masterTargetLink(), masterTargetFor: (h) => catalogue.masterTargetAddress(h.targetSiteId), ...(psRoute.port ? { port: psRoute.port } : {}) });
       await ps.start();
       started.push(ps);
     }
