@@ -3,7 +3,7 @@
 // vault's first start, else from DATA/admin.token), stop() by SIGTERM and kill9() for crash tests.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -43,7 +43,11 @@ export async function startServerProcess(opts: ServerProcessOptions = {}): Promi
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
+  // REBOUND_TEST_SERVER_LOG=FILE keeps every line of the server's log (the in-memory copy is
+  // only the tail), for debugging a test.
+  const keep = process.env['REBOUND_TEST_SERVER_LOG'];
   proc.stderr?.on('data', (d: Buffer) => {
+    if (keep) appendFileSync(keep, d);
     stderr += d.toString();
     if (stderr.length > 200_000) stderr = stderr.slice(-100_000);
   });
