@@ -26,6 +26,7 @@ import { jobRoutes } from './routes/jobs.ts';
 import { logRoutes } from './routes/logs.ts';
 import { diagRoutes } from './routes/diag.ts';
 import { componentRoutes } from './routes/components.ts';
+import { planRoutes } from './routes/plans.ts';
 
 export const API_PREFIX = '/api/v1';
 const PUBLIC = new Set(['/healthz', '/metrics', `${API_PREFIX}/openapi.json`]);
@@ -148,6 +149,7 @@ export async function buildApp(deps: ApiDeps): Promise<FastifyInstance> {
       machineRoutes(api, deps);
       itemRoutes(api, deps);
       itemActionRoutes(api, deps);
+      planRoutes(api, deps);
       replicationRoutes(api, deps);
       jobRoutes(api, deps);
       logRoutes(api, deps);

@@ -14,6 +14,7 @@ import { registerComponents } from './commands/components.ts';
 import { registerRoles } from './commands/roles.ts';
 import { registerOptionalVerbs } from './commands/optional.ts';
 import { registerDemo } from './commands/demo.ts';
+import { registerPlans } from './commands/plans.ts';
 import { registerItemActions, registerItemViews, registerReplicationVerbs } from './commands/items.ts';
 import { ReboundError, httpStatusOf } from '../domain/errors.ts';
 
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
   registerItemViews(program);
   registerReplicationVerbs(program);
   registerItemActions(program);
+  registerPlans(program);
   registerTokens(program);
   registerComponents(program);
   registerRoles(program);

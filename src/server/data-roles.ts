@@ -22,6 +22,7 @@ import { protectJob } from '../vault/jobs/protect.ts';
 import { scrubJob } from '../vault/jobs/scrub.ts';
 import { commitJob } from '../vault/jobs/commit.ts';
 import { failoverJobs } from '../vault/jobs/failover.ts';
+import { planJobs } from '../vault/jobs/plan.ts';
 import type { RecoveryPlane } from '../vault/recovery-plane.ts';
 import type { VaultKeys } from '../vault/keys.ts';
 import { ReplicationCatalogue } from '../vault/replication-catalogue.ts';
@@ -129,6 +130,7 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
   o.jobs.register(protectJob(o.store, actions, 'reverse-replicate', plane));
   for (const def of failoverJobs(o.store, actions, plane)) o.jobs.register(def);
   o.jobs.register(commitJob(o.store, plane));
+  for (const def of planJobs(o.store, actions, plane)) o.jobs.register(def);
   const started: { close(): Promise<void> }[] = [];
   // Registered components (agents, process servers run as their own processes) may connect to
   // the embedded listeners too; a revoked one is refused right after its handshake.

@@ -1,4 +1,4 @@
-// `rebound plan create|list|show` and `rebound plan action add`: recovery plans, ordered groups
+// `rebound plan create|list|show|delete` and `rebound plan action add`: recovery plans, ordered groups
 // of machines with script and manual actions before and after each group. A plan is checked
 // locally (every machine once, at least one group) with the same rules as the server.
 import type { Command } from 'commander';
@@ -14,7 +14,7 @@ import { validatePlan } from '../../domain/plan.ts';
 import type { PlanAction, RecoveryPlan } from '../../domain/model.ts';
 
 function describeAction(a: PlanAction): string {
-  return a.kind === 'script' ? `script ${a.path}` : `manual: ${a.text}`;
+  return a.kind === 'script' ? `script ${a.path}${a.timeoutSeconds === undefined ? '' : ` (timeout ${a.timeoutSeconds} s)`}` : `manual: ${a.text}`;
 }
 
 function showPlan(plan: RecoveryPlan): string {
@@ -73,6 +73,16 @@ export function registerPlans(program: Command): void {
     );
 
   plan
+    .command('delete <name>')
+    .description('delete a plan (its machines stay as they are); refused while a job of the plan runs (operator)')
+    .action(
+      verb(async (ctx: Ctx, name: string) => {
+        const res = await ctx.client.delete(`/plans/${seg(name)}`);
+        return afterAction(ctx, res, false, () => `plan ${name} deleted.`);
+      }),
+    );
+
+  plan
     .command('action')
     .description('actions of a plan')
     .command('add <name>')
@@ -82,9 +92,10 @@ export function registerPlans(program: Command): void {
     .option('--after', 'run after the group fails over')
     .option('--script <file>', 'a script to run (its exit code decides)')
     .option('--manual <text>', 'an instruction; the job waits until someone resumes it')
+    .option('--timeout <seconds>', 'script: stop it and fail the plan after this many seconds (default 300)', (v) => Number(v))
     .action(
       verb(async (ctx: Ctx, name: string) => {
-        const o = ctx.opts as { group: number; before?: boolean; after?: boolean; script?: string; manual?: string };
+        const o = ctx.opts as { group: number; before?: boolean; after?: boolean; script?: string; manual?: string; timeout?: number };
         if (!Number.isInteger(o.group) || o.group < 1) {
           throw new CliError('--group must be a group number, counted from 1.', { exitCode: EXIT.usage, code: 'invalid-group' });
         }
@@ -92,7 +103,12 @@ export function registerPlans(program: Command): void {
         if ((o.script === undefined) === (o.manual === undefined)) {
           throw new CliError('give one action: --script FILE or --manual TEXT.', { exitCode: EXIT.usage, code: 'action-required' });
         }
-        const action: PlanAction = o.script !== undefined ? { kind: 'script', path: resolve(o.script) } : { kind: 'manual', text: o.manual ?? '' };
+        if (o.timeout !== undefined && (o.script === undefined || !Number.isInteger(o.timeout) || o.timeout < 1)) {
+          throw new CliError('--timeout is a whole number of seconds (1 or more), for a --script action.', { exitCode: EXIT.usage, code: 'invalid-timeout' });
+        }
+        const action: PlanAction = o.script !== undefined
+          ? { kind: 'script', path: resolve(o.script), ...(o.timeout === undefined ? {} : { timeoutSeconds: o.timeout }) }
+          : { kind: 'manual', text: o.manual ?? '' };
         const body = { group: o.group, when: o.before ? 'before' : 'after', action };
         const res = await ctx.client.post(`/plans/${seg(name)}/actions`, body);
         return afterAction(ctx, res, false, () => `added ${describeAction(action)} ${body.when} group ${o.group} of plan ${name}.`);
