@@ -5,7 +5,8 @@
 // a manual action before group 2 waits until `rebound job resume`, then web1 and web2 fail over
 // together. The task and child-job times prove the order; db is failed over once; every
 // recovered VM resumes exactly after the last record its source wrote (zero loss). Then commit
-// and reverse replication of the whole plan.
+// and reverse replication of the whole plan, and its failback synced before (the plan completes
+// each machine's failback itself) with zero loss again, and its commit.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -79,7 +80,7 @@ async function resumedAfter(log: string): Promise<number> {
   return Number(m[1]);
 }
 
-test('plan:app fails over in group order with a failing script retried and a manual action resumed by the CLI; then commit and reverse replication of the plan', { timeout: 1_500_000 }, async () => {
+test('plan:app fails over in group order with a failing script retried and a manual action resumed by the CLI; then commit, reverse replication and a failback synced before of the plan', { timeout: 1_500_000 }, async () => {
   const t0 = Date.now();
   await Promise.all(VMS.map(async (m) => waitJob(server, (await api<{ job: { id: string } }>(server, 'POST', `/items/${m}/protect`, {})).job.id, 300_000)));
   for (const m of VMS) await waitFor(`a point of ${m}`, async () => (await points(server, m)).length >= 1, 60_000, 500);
@@ -194,6 +195,44 @@ test('plan:app fails over in group order with a failing script retried and a man
     assert.equal(it.direction, 'reverse');
   }
   assert.ok(reverse.tasks[0]!.finishedAt! <= reverse.tasks[1]!.startedAt!);
+
+  // Failback of the whole plan, synced before: phase 1 of every machine while they run at dc2,
+  // then the sources at dc2 shut down last group first, then each group's children are completed
+  // by the plan itself; the manual action waits between the groups again.
+  const recDisk = async (m: string): Promise<string> => (await rec.state(m)).definition.disks[0]!.path;
+  const readies = async (m: string): Promise<number> => [...(await readFile(join(dir, 'a', 'vms', m, 'run', 'serial.log'), 'utf8').catch(() => '')).matchAll(/REBOUND ready workload=records/g)].length;
+  const bootsBefore = new Map(await Promise.all(VMS.map(async (m) => [m, await readies(m)] as const)));
+  r = await cli(['failover', 'plan:app', '--planned', '--wait', '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  const fb = JSON.parse(r.stdout) as Job;
+  assert.equal(fb.state, 'waiting', JSON.stringify(fb.error));
+  assert.deepEqual(fb.tasks.map((t) => t.name.replace(/ \(failback phase 1\).*/, ' (failback phase 1)')), [
+    'sync every machine to dc1 while it runs (failback phase 1)',
+    'group 2: shut down web1, web2 at dc2',
+    'group 1: shut down db at dc2',
+    'group 1: fail back db',
+    `group 1, after: script ${script}`,
+    'group 2, before: manual: check that the database answers',
+    'group 2: fail back web1, web2',
+  ]);
+  assert.equal((await item('db')).state, 'failed-over');
+  for (const m of ['web1', 'web2']) assert.equal((await item(m)).state, 'failback-ready');
+  assert.ok((await job(fb.id)).log.some((l) => /the plan completes failback job \S+ itself/.test(l.message)), 'the plan says it completes the failback itself');
+  r = await cli(['job', 'resume', fb.id, '--wait']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((await job(fb.id)).state, 'succeeded');
+  for (const m of VMS) {
+    const it = await item(m);
+    assert.equal(it.state, 'failed-over');
+    assert.equal((await prim.state(m)).state, 'running');
+    const last = (await verifyDisk(await recDisk(m))).highestContiguousSeq;
+    const log = join(dir, 'a', 'vms', m, 'run', 'serial.log');
+    const m2 = await waitFor(`${m}'s new boot at dc1`, async () => [...(await readFile(log, 'utf8')).matchAll(/REBOUND ready workload=records .*resume_seq=(\d+)/g)][bootsBefore.get(m)!], 120_000, 200);
+    assert.equal(Number(m2[1]), last, `${m} resumed at dc1 after ${m2[1]}; it wrote up to ${last} at dc2`);
+  }
+  r = await cli(['commit', 'plan:app', '--wait']);
+  assert.equal(r.code, 0, r.stderr);
+  for (const m of VMS) assert.equal((await item(m)).state, 'committed');
 
   // The plan goes; its machines stay as they are.
   r = await cli(['plan', 'delete', 'app']);
