@@ -3,8 +3,9 @@
 // do), scripts checked where they will run, a test failover of a plan whose scripts see the
 // plan's environment and whose overrunning script is stopped at its timeout (its whole process
 // group), a plan busy with a waiting manual action refusing a second verb and deletion, cancel of
-// that plan, test cleanup of the plan, and a replication group without a common point refused
-// before anything starts.
+// that plan, test cleanup of the plan, a replication group without a common point refused
+// before anything starts, and kill -9 of the server mid-plan (the plan goes on after a restart,
+// no machine fails over twice).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -195,4 +196,29 @@ test('a plan of physical machines: test failover with scripts in the plan\'s env
   r = await req('POST', '/plans/grouped/test-failover', { point: (await points(server, 'p3'))[0]!.id });
   assert.equal(r.status, 400, 'a point id names one machine\'s point');
   for (const m of ['p3', 'p4']) assert.equal((await api<{ state: string }>(server, 'GET', `/items/${m}`)).state, 'protected');
+});
+
+test('kill -9 of the server in the middle of a plan: after a restart the plan goes on, following the child jobs it started, and no machine fails over twice', { timeout: 300_000 }, async () => {
+  // The first server was started without a short lease; restart it with one so that the killed
+  // process's jobs are taken over within seconds.
+  await server.stop();
+  const env = { REBOUND_LOG_LEVEL: process.env['REBOUND_TEST_LOG'] ?? 'warn', REBOUND_JOB_LEASE_MS: '3000' };
+  server = await startServerProcess({ dataDir: join(dir, 'vault'), env });
+  await api(server, 'POST', '/plans', { name: 'crash', groups: [{ machines: ['p1'] }, { machines: ['p2', 'p3'] }] });
+  const id = (await api<{ job: Job }>(server, 'POST', '/plans/crash/failover', { mode: 'unplanned', point: 'latest' })).job.id;
+  const child = await waitFor('p1\'s failover job', async () => (await api<{ items: Job[] }>(server, 'GET', '/jobs?target=p1&kind=failover')).items[0], 60_000, 20);
+  const killedAt = await api<Job>(server, 'GET', `/jobs/${id}`);
+  await server.kill9();
+  process.stdout.write(`# killed with the plan at ${JSON.stringify(killedAt.tasks.map((t) => t.state))}, p1's child ${child.state}\n`);
+  server = await startServerProcess({ dataDir: join(dir, 'vault'), env });
+  const done = (await waitJob(server, id, 180_000)) as unknown as Job;
+  assert.ok(done.tasks.every((t) => t.state === 'succeeded'));
+  for (const m of ['p1', 'p2', 'p3']) {
+    assert.equal((await api<{ state: string }>(server, 'GET', `/items/${m}`)).state, 'failed-over');
+    const fo = (await api<{ items: Job[] }>(server, 'GET', `/jobs?target=${m}&kind=failover`)).items;
+    assert.equal(fo.length, 1, `${m} failed over once: ${fo.map((j) => `${j.id} ${j.state}`).join(', ')}`);
+  }
+  const log = (await api<Job>(server, 'GET', `/jobs/${id}`)).log.map((l) => l.message).join('\n');
+  assert.match(log, /picked up by/, 'another run of the worker took the plan over');
+  assert.equal((await api<{ items: Job[] }>(server, 'GET', '/jobs?target=p1&kind=failover')).items[0]!.id, child.id);
 });
