@@ -1,8 +1,8 @@
 // A physical machine (two raw image files) between two physical sites, through a real
 // `rebound serve`: unplanned failover produces images at the recovery site that, once committed,
 // are byte-identical to the source; the machine then changes there; reverse replication sends
-// only the differing blocks (digests against the old images); a failback synced before with
-// complete-failover (the stop hook stops it at the recovery site) brings every change home, byte
+// only the differing blocks (digests against the old images); a failback with --sync full (the
+// stop hook stops it at the recovery site, then a full download) brings every change home, byte
 // for byte; its commit removes the recovery-site images.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -65,7 +65,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-test('a physical machine: unplanned failover to images, commit, reverse by differences, failback synced before, commit', { timeout: 600_000 }, async () => {
+test('a physical machine: unplanned failover to images, commit, reverse by differences, failback --sync full, commit', { timeout: 600_000 }, async () => {
   const src = [join(dir, 'a', 'd0.img'), join(dir, 'a', 'd1.img')];
   await waitJob(server, await start('/items/db1/protect'), 120_000);
   const until = Date.now() + 4000;
@@ -101,13 +101,14 @@ test('a physical machine: unplanned failover to images, commit, reverse by diffe
   const sent = it.details.replication?.bytesTotal ?? Infinity;
   assert.ok(sent <= 40 * 64 * 1024, `reverse replication sent ${sent} bytes for 40 changed 4 KiB blocks (64 KiB replica blocks)`);
 
-  // Failback, synced before; phase 2 runs the stop hook at dr, sends the last differences.
+  // Failback with a full download (--sync full: no digests, no phase 1): the stop hook stops it
+  // at dr, then every allocated block is sent and the machine's images are made at srv.
   await scribble(atB[0]!.path, 32 * MIB, 20);
-  const fb = await start('/items/db1/failover', { mode: 'planned' });
-  await waitJob(server, fb, 180_000, 'waiting');
-  await scribble(atB[1]!.path, 16 * MIB, 5); // written after phase 1: phase 2 must bring it
-  await api(server, 'POST', `/jobs/${fb}/complete`);
-  await waitJob(server, fb, 180_000);
+  const fb = await start('/items/db1/failover', { mode: 'planned', sync: 'full' });
+  const fbDone = await waitJob(server, fb, 240_000);
+  const fbLog = (await api<{ log: { message: string }[] }>(server, 'GET', `/jobs/${fb}`)).log.map((l) => l.message).join('\n');
+  assert.match(fbLog, /--sync full: every allocated block/);
+  assert.equal(fbDone.tasks.length, 5);
   assert.ok((await stat(join(dir, 'b', 'stopped'))).isFile(), 'the stop hook ran at dr');
   const want = await Promise.all(atB.map((d) => sha(d.path)));
   await waitJob(server, await start('/items/db1/commit'), 180_000);
