@@ -11,10 +11,10 @@ import type { OperatorAction } from '../../domain/lifecycle.ts';
 import type { PlanAction, PlanGroup } from '../../domain/model.ts';
 import { validateAction, validatePlan } from '../../domain/plan.ts';
 import { parsePointChoice } from '../../domain/points.ts';
-import { validateName } from '../../domain/names.ts';
-import { newId, now } from '../../store/open.ts';
+import { nameProblem, validateName } from '../../domain/names.ts';
+import { newId, now, parseJson } from '../../store/open.ts';
 import type { Row } from '../../store/schema.ts';
-import { activePlanJob, checkScript, loadPlan, machineAction, PLAN_VERBS, preparePlanRun } from '../../vault/jobs/plan.ts';
+import { activePlanJob, checkScript, machineAction, PLAN_VERBS, planRow, preparePlanRun } from '../../vault/jobs/plan.ts';
 import type { PlanVerb } from '../../vault/jobs/plan.ts';
 import type { ApiDeps } from '../deps.ts';
 import { principalOf } from '../deps.ts';
@@ -77,7 +77,7 @@ const bodies: Record<PlanVerb, typeof TestFailoverBody | typeof TestCleanupBody 
 };
 
 function planView(r: Row<'recovery_plans'>): Static<typeof Plan> {
-  const spec = JSON.parse(r.spec) as { groups?: PlanGroup[] };
+  const spec = parseJson<{ groups?: PlanGroup[] }>(r.spec, {});
   return { id: r.id, name: r.name, groups: (spec.groups ?? []).map((g) => ({ machines: g.machines, before: g.before ?? [], after: g.after ?? [] })), createdAt: Number(r.created_at), updatedAt: Number(r.updated_at) };
 }
 
@@ -92,8 +92,8 @@ export function planRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.post('/plans', { schema: { tags: ['plans'], body: CreatePlan, response: { 201: Plan, ...errors(400, 401, 403, 404, 409) } } }, async (req, reply) => {
     const body = req.body as Static<typeof CreatePlan>;
     const named = [...new Set(body.groups.flatMap((g) => g.machines))];
-    // Names are checked before they reach a query (validatePlan refuses any that is not valid).
-    const valid = named.filter((m) => m.length <= 63 && /^[a-z0-9][a-z0-9._-]*$/.test(m));
+    // Only valid names reach the query (validatePlan refuses the others with the reason).
+    const valid = named.filter((m) => nameProblem(m) === null);
     const known = new Set(valid.length === 0 ? [] : (await db.selectFrom('machines').select('name').where('name', 'in', valid).execute()).map((r) => r.name));
     const spec = validatePlan(body, known);
     for (const g of spec.groups) for (const a of [...g.before, ...g.after]) await checkAction(a);
@@ -114,10 +114,7 @@ export function planRoutes(app: FastifyInstance, deps: ApiDeps): void {
     return toPage(await sel.orderBy('name').limit(limit + 1).execute(), limit, (r) => r.name, planView);
   });
 
-  const row = async (name: string): Promise<Row<'recovery_plans'>> => {
-    const p = await loadPlan(deps.store, name);
-    return db.selectFrom('recovery_plans').selectAll().where('id', '=', p.id).executeTakeFirstOrThrow();
-  };
+  const row = (name: string): Promise<Row<'recovery_plans'>> => planRow(deps.store, name);
 
   app.get('/plans/:name', { schema: { tags: ['plans'], params: NameParam, response: { 200: Plan, ...errors(400, 401, 404) } } }, async (req) => {
     return planView(await row((req.params as Static<typeof NameParam>).name));

@@ -27,6 +27,7 @@ import type { MachinePoints, PlanItemView } from '../../domain/plan.ts';
 import type { HookContext, JobDefinition, JobView, TaskContext } from '../../jobs/types.ts';
 import type { Store } from '../../store/open.ts';
 import { parseJson } from '../../store/open.ts';
+import type { Row } from '../../store/schema.ts';
 import type { ItemActions, JobParams } from '../item-actions.ts';
 import type { RecoveryPlane } from '../recovery-plane.ts';
 import { loadRecovery, placementAt, site } from './recovery-context.ts';
@@ -117,11 +118,15 @@ export interface PlanRow {
 }
 
 /** A plan's row by name, or a 404 that says how to make it. */
-export async function loadPlan(store: Store, name: string): Promise<PlanRow & { id: string; createdAt: number; updatedAt: number }> {
+export async function planRow(store: Store, name: string): Promise<Row<'recovery_plans'>> {
   const row = await store.db.selectFrom('recovery_plans').selectAll().where('name', '=', name).executeTakeFirst();
   if (!row) throw notFound('plan.not-found', `no plan is named '${name}': create it with rebound plan create ${name} --group M1,M2 (rebound plan list shows the plans).`);
-  const spec = parseJson<{ groups?: PlanGroup[] }>(row.spec, {});
-  return { id: row.id, name: row.name, groups: spec.groups ?? [], createdAt: Number(row.created_at), updatedAt: Number(row.updated_at) };
+  return row;
+}
+
+export async function loadPlan(store: Store, name: string): Promise<PlanRow> {
+  const row = await planRow(store, name);
+  return { name: row.name, groups: parseJson<{ groups?: PlanGroup[] }>(row.spec, {}).groups ?? [] };
 }
 
 /** The unfinished job of a plan, if one exists (a plan runs one verb at a time). */
@@ -136,15 +141,40 @@ export async function activePlanJob(store: Store, name: string): Promise<{ id: s
     .executeTakeFirst();
 }
 
-/** Every plan machine's points plus those of its replication group's other members. */
-async function machinePoints(store: Store, machines: readonly string[]): Promise<MachinePoints[]> {
+/**
+ * What choosePoints needs to decide for these machines: a replication group's members (the plan's
+ * and their peers outside it) with their group points, every other machine with its newest usable
+ * point only (enough for its own latest), and for a point id just that point.
+ */
+async function machinePoints(store: Store, machines: readonly string[], choice: PointChoice): Promise<MachinePoints[]> {
   const db = store.db;
   const items = await db.selectFrom('protected_items as i').innerJoin('machines as m', 'm.id', 'i.machine_id').select(['i.id', 'm.name', 'i.group_name']).where('m.name', 'in', [...machines]).execute();
   const groups = [...new Set(items.map((i) => i.group_name).filter((g): g is string => g !== null))];
   const peers = groups.length === 0 ? [] : await db.selectFrom('protected_items as i').innerJoin('machines as m', 'm.id', 'i.machine_id').select(['i.id', 'm.name', 'i.group_name']).where('i.group_name', 'in', groups).execute();
   const all = new Map([...items, ...peers].map((i) => [i.id, i]));
-  const ids = [...all.keys()];
-  const rows = ids.length === 0 ? [] : await db.selectFrom('recovery_points').selectAll().where('item_id', 'in', ids).where('status', '=', 'ok').execute();
+  const grouped = [...all.values()].filter((i) => i.group_name !== null).map((i) => i.id);
+  const single = [...all.values()].filter((i) => i.group_name === null).map((i) => i.id);
+  const kinds = choice === 'latest-app-consistent' ? ['app'] : ['app', 'crash'];
+  const rows: Row<'recovery_points'>[] = [];
+  if (typeof choice === 'object') {
+    if (all.size > 0) rows.push(...(await db.selectFrom('recovery_points').selectAll().where('item_id', 'in', [...all.keys()]).where('id', '=', choice.id).execute()));
+  } else {
+    if (single.length > 0) {
+      rows.push(
+        ...(await db
+          .selectFrom('recovery_points as rp')
+          .selectAll('rp')
+          .where('rp.item_id', 'in', single)
+          .where('rp.status', '=', 'ok')
+          .where('rp.kind', 'in', kinds)
+          .where('rp.taken_at', '=', (eb) => eb.selectFrom('recovery_points as p2').select((e) => e.fn.max('p2.taken_at').as('t')).whereRef('p2.item_id', '=', 'rp.item_id').where('p2.status', '=', 'ok').where('p2.kind', 'in', kinds))
+          .execute()),
+      );
+    }
+    if (grouped.length > 0) {
+      rows.push(...(await db.selectFrom('recovery_points').selectAll().where('item_id', 'in', grouped).where('status', '=', 'ok').where('kind', 'in', kinds).where('group_point_id', 'is not', null).execute()));
+    }
+  }
   return [...all.values()].map((i) => ({
     machine: i.name,
     group: i.group_name,
@@ -210,7 +240,8 @@ export async function preparePlanRun(store: Store, actions: ItemActions, planNam
   // Points: fail early when the choice cannot be met (no app-consistent point, no common point of
   // a replication group, a point id for several machines).
   if ((action.kind === 'test-failover' || (action.kind === 'failover' && action.mode === 'unplanned'))) {
-    choosePoints(`plan ${plan.name}`, await machinePoints(store, machines), action.point ?? 'latest');
+    const choice = action.point ?? 'latest';
+    choosePoints(`plan ${plan.name}`, await machinePoints(store, machines, choice), choice);
   }
 
   const withActions = verb === 'failover' || verb === 'test-failover';
@@ -296,7 +327,7 @@ export function planJobs(store: Store, actions: ItemActions, plane: RecoveryPlan
     const choice = a.point ?? 'latest';
     if (typeof choice === 'object') return pins; // a point id: one machine, passed as it is
     const all = ctx.params.steps.flatMap((s) => (s.kind === 'machines' ? s.machines : []));
-    const mp = await machinePoints(store, all);
+    const mp = await machinePoints(store, all, choice);
     const grouped = mp.filter((m) => m.group !== null && machines.includes(m.machine) && pins[m.machine] === undefined);
     if (grouped.length === 0) return pins;
     const touched = new Set(grouped.map((m) => m.group));
