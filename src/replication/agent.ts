@@ -39,8 +39,10 @@ export interface AgentOptions {
   material: TlsMaterial | null;
   logger: Logger;
   /** Digests of the replica's newest content at the target (for a resync by digests); null when
-   * there is no replica there. Without it a digests resync falls back to a full copy. */
-  targetDigests?(a: Assignment, diskId: string, blockSize: number, signal: AbortSignal): Promise<DigestMap | null>;
+   * there is no replica there. `holding`: the replica must hold this point (the last one the
+   * agent sent) first, else what is still on its way could be missed; null when it does not in
+   * time. Without it a digests resync falls back to a full copy. */
+  targetDigests?(a: Assignment, diskId: string, blockSize: number, signal: AbortSignal, holding?: string): Promise<DigestMap | null>;
   /** How often assignments are re-read. */
   pollMs?: number;
   window?: number;
@@ -228,7 +230,11 @@ export class Agent {
         const plans: DiskPlan[] = [];
         for (const d of point.disks) {
           let ranges;
-          const digests = a.resyncMode === 'digests' && fullCopy ? await this.#differences(a, d, signal) : null;
+          // Differences by digests: a resync that asks for them (reverse replication over old
+          // disks), and a seeded item whose change tracking was lost (QEMU killed): only the
+          // blocks that differ from the replica are sent, never a silent full copy.
+          const byDigests = fullCopy && (a.resyncMode === 'digests' || (a.resync === null && last?.seeded === true && status?.state === 'lost'));
+          const digests = byDigests ? await this.#differences(a, d, signal, a.resyncMode === 'digests' ? undefined : last?.pointId) : null;
           if (digests) ranges = digests;
           else if (fullCopy || d.changes.kind === 'all') ranges = d.allocated ? await d.allocated(signal) : [{ offset: 0, length: d.disk.sizeBytes }];
           else ranges = d.changes.extents;
@@ -327,9 +333,9 @@ export class Agent {
 
   /** The blocks of a point's disk that differ from the replica at the target (null: no replica
    * there or no way to ask, so the caller copies everything allocated). */
-  async #differences(a: Assignment, d: PointDisk, signal: AbortSignal): Promise<{ offset: number; length: number }[] | null> {
+  async #differences(a: Assignment, d: PointDisk, signal: AbortSignal, holding?: string): Promise<{ offset: number; length: number }[] | null> {
     const bs = DEFAULT_REPLICA_BLOCK;
-    const theirs = await this.#o.targetDigests?.(a, d.disk.id, bs, signal);
+    const theirs = await this.#o.targetDigests?.(a, d.disk.id, bs, signal, holding);
     if (!theirs) return null;
     const allocated = d.allocated ? await d.allocated(signal) : undefined;
     const data = allocated?.map((e) => {

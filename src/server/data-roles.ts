@@ -151,7 +151,18 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
       started.push(ps);
     }
     if (roles.agent) {
-      agent = new Agent({ stateDir: join(o.dataDir, 'agent'), link: catalogue.agentLink(), providerFor: providers, prepare: preparePhysical, targetDigests: (a, diskId, bs, signal) => plane.digests!(a.targetSiteId, a.itemId, diskId, bs, signal), transportKey: o.keys.transport, material: o.material.agent, logger: o.logger.child({ role: 'agent' }) });
+      agent = new Agent({ stateDir: join(o.dataDir, 'agent'), link: catalogue.agentLink(), providerFor: providers, prepare: preparePhysical, targetDigests: async (a, diskId, bs, signal, holding) => {
+        if (holding !== undefined) {
+          // The replica must have applied the agent's last sent point before it is compared.
+          const deadline = Date.now() + 120_000;
+          const newest = async (): Promise<string> => (await need(mt, 'master target').commonPoints(a.targetSiteId, a.itemId)).at(-1)?.id ?? '';
+          while ((await newest()) < holding) {
+            if (Date.now() > deadline) return null;
+            await new Promise((r) => setTimeout(r, 500));
+          }
+        }
+        return plane.digests!(a.targetSiteId, a.itemId, diskId, bs, signal);
+      }, transportKey: o.keys.transport, material: o.material.agent, logger: o.logger.child({ role: 'agent' }) });
       agent.start();
       started.push({ close: () => agent!.stop() });
     }
