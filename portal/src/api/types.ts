@@ -50,6 +50,8 @@ export interface Machine {
   host: string | null;
   kind: string;
   disks: { id: string; path: string; sizeBytes: number; format: string }[];
+  /** A physical machine's power hooks live here (`hooks.stop` makes a planned failover possible). */
+  config?: Record<string, unknown>;
   createdAt: number;
 }
 
@@ -66,8 +68,33 @@ export interface Item {
   health: Health;
   lastPointAt: number | null;
   rpoSeconds: number | null;
-  details: Record<string, unknown>;
+  details: ItemDetails;
   updatedAt: number;
+}
+
+/** A disk a recovered, test or placed machine runs on. */
+export interface PlacedDisk {
+  id: string;
+  path: string;
+  sizeBytes?: number;
+  format?: string;
+}
+
+/** The exports a failed-over or test machine runs on (src/vault/jobs/recovery-context.ts). */
+export interface Recovered {
+  siteId: string;
+  name: string;
+  tag: string;
+  pointId: string;
+  disks: PlacedDisk[];
+}
+
+/** What the vault's jobs keep on an item; every field may be missing. Site keys are site ids. */
+export interface ItemDetails extends Record<string, unknown> {
+  placements?: Record<string, { name: string; disks: PlacedDisk[] }>;
+  test?: Recovered | null;
+  failover?: Recovered | null;
+  replication?: { bytesDone?: number; bytesTotal?: number };
 }
 
 export interface RecoveryPoint {
@@ -109,6 +136,8 @@ export interface Job {
   startedAt: number | null;
   finishedAt: number | null;
   tasks: Task[];
+  result?: unknown;
+  updatedAt?: number;
   log: { at: number; level: string; task: number | null; message: string }[];
 }
 
@@ -120,12 +149,19 @@ export interface VaultEvent {
   message: string;
 }
 
-export type PlanAction = { kind: 'script'; path: string } | { kind: 'manual'; text: string };
+export type PlanAction = { kind: 'script'; path: string; timeoutSeconds?: number } | { kind: 'manual'; text: string };
+
+export interface PlanGroup {
+  machines: string[];
+  before?: PlanAction[];
+  after?: PlanAction[];
+}
 
 export interface Plan {
   id: string;
   name: string;
-  groups: { machines: string[]; before?: PlanAction[]; after?: PlanAction[] }[];
+  groups: PlanGroup[];
+  createdAt?: number;
   updatedAt: number;
 }
 

@@ -1,6 +1,9 @@
-// One job with live task progress (GET /jobs/:id/events, read with fetch), its log, and (operator)
-// cancel, resume, and "Complete failover" for a failback waiting after its data sync.
+// One job with live task progress (GET /jobs/:id/events, read with fetch), its log (job ids in it
+// link to those jobs: a plan's log names its machines' jobs), its result, and (operator) cancel,
+// resume (a manual action of a plan, or a failed step), and "Complete failover" for a failback
+// waiting after its data sync.
 import { useEffect, useState } from 'react';
+import type { ReactNode } from 'react';
 import { ApiError, describeError, get, post } from '../api/client.ts';
 import { streamJob } from '../api/job-stream.ts';
 import { canOperate } from '../api/session.ts';
@@ -12,9 +15,39 @@ import { Dialog } from '../components/dialog.tsx';
 import { Notice } from '../components/notice.tsx';
 import { ProgressBar } from '../components/progress-bar.tsx';
 import { when } from '../format.ts';
+import { isFailbackWait, waitingReason } from '../lifecycle.ts';
 import { Link } from '../router.tsx';
 
-const isFailbackWait = (j: Job) => j.state === 'waiting' && (j.kind === 'failback-sync' || j.kind.includes('failback'));
+const UUID = /\b([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\b/g;
+
+/** A log line with the job ids in it as links (the job's own id stays text). */
+function linkJobs(text: string, self: string): ReactNode[] {
+  const out: ReactNode[] = [];
+  let last = 0;
+  for (const m of text.matchAll(UUID)) {
+    const id = m[1] ?? '';
+    const at = m.index;
+    if (id === self || !/job $/.test(text.slice(Math.max(0, at - 4), at))) continue;
+    out.push(text.slice(last, at), <Link key={at} to={`/jobs/${id}`}>{id}</Link>);
+    last = at + id.length;
+  }
+  out.push(text.slice(last));
+  return out;
+}
+
+/** Where a job's target is shown: a plan's page for plan:NAME, else the item's page. */
+function targetLink(target: string): ReactNode {
+  if (target === '') return '—';
+  if (target.startsWith('plan:')) return <Link to={`/plans/${encodeURIComponent(target.slice(5))}`}>{target}</Link>;
+  return <Link to={`/items/${encodeURIComponent(target)}`}>{target}</Link>;
+}
+
+function cancelWords(job: Job): string {
+  if (job.kind === 'failback-sync') return 'The failback stops. Its data sync never stopped replication and the primary keeps its last consistent state, so nothing is lost; the machine keeps running where it is.';
+  if (job.kind.startsWith('plan-')) return "The plan stops, and so do its machines' jobs where their kind allows it; finished machines stay as they are.";
+  if (job.kind.includes('failover')) return 'The failover stops where it is. Replication has already stopped for it; protect the machine again or fail it over again afterwards.';
+  return 'The job stops at its next safe point.';
+}
 
 export function JobDetail({ id, session }: { id: string; session: Session }) {
   const [job, setJob] = useState<Job | null>(null);
@@ -23,6 +56,9 @@ export function JobDetail({ id, session }: { id: string; session: Session }) {
   const [busy, setBusy] = useState(false);
   const [actionError, setActionError] = useState<string | null>(null);
   const [confirm, setConfirm] = useState<'cancel' | 'complete' | null>(null);
+  // Bumped after an action so that the progress stream starts again (a resumed job that had
+  // ended runs anew; the old stream had closed at its end).
+  const [streamGen, setStreamGen] = useState(0);
 
   useEffect(() => {
     let stop: (() => void) | undefined;
@@ -46,7 +82,7 @@ export function JobDetail({ id, session }: { id: string; session: Session }) {
       gone = true;
       stop?.();
     };
-  }, [id]);
+  }, [id, streamGen]);
 
   const act = (verb: 'cancel' | 'resume' | 'complete') => {
     setBusy(true);
@@ -56,10 +92,13 @@ export function JobDetail({ id, session }: { id: string; session: Session }) {
         setBusy(false);
         setConfirm(null);
         setJob('job' in res ? res.job : res);
+        setLive('connecting');
+        setStreamGen((g) => g + 1);
       },
       (err: unknown) => {
         setBusy(false);
-        setActionError(err instanceof ApiError && err.notAvailable ? 'Complete failover is not available on this server yet.' : describeError(err));
+        const what = verb === 'complete' ? 'Complete failover' : verb === 'resume' ? 'Resume' : 'Cancel';
+        setActionError(err instanceof ApiError && err.notAvailable ? `${what} is not available on this server yet.` : describeError(err));
       },
     );
   };
@@ -75,6 +114,8 @@ export function JobDetail({ id, session }: { id: string; session: Session }) {
   }
   const finished = FINISHED_JOB_STATES.includes(job.state);
   const operator = canOperate(session);
+  const reason = waitingReason(job);
+  const notes = (job.result as { notes?: unknown } | undefined)?.notes;
   return (
     <section>
       <p>
@@ -94,7 +135,7 @@ export function JobDetail({ id, session }: { id: string; session: Session }) {
           <ProgressBar value={job.progress} label="job progress" />
         </dd>
         <dt>Target</dt>
-        <dd>{job.target ? <Link to={`/items/${encodeURIComponent(job.target)}`}>{job.target}</Link> : '—'}</dd>
+        <dd>{targetLink(job.target)}</dd>
         <dt>Started by</dt>
         <dd>{job.createdBy}</dd>
         <dt>Created</dt>
@@ -111,8 +152,22 @@ export function JobDetail({ id, session }: { id: string; session: Session }) {
           {job.error.message} {job.error.hint ?? ''}
         </p>
       )}
-      {isFailbackWait(job) && <p className="notice info">The data sync has finished. Choose &ldquo;Complete failover&rdquo; to shut the machine down, send the last differences and start it at the primary site.</p>}
-      {job.state === 'waiting' && !isFailbackWait(job) && <p className="notice info">This job is waiting for someone: do the manual step it names in its log, then resume it.</p>}
+      {isFailbackWait(job) && (
+        <p className="notice info" data-testid="waiting">
+          The data sync has finished and {job.target} still runs at the recovery site. Choose &ldquo;Complete failover&rdquo; to shut it down there, send the last differences and start it at the primary site.
+        </p>
+      )}
+      {job.state === 'waiting' && !isFailbackWait(job) && (
+        <div className="notice info" data-testid="waiting">
+          <p>This job waits for someone.{reason === null ? ' Do the step its log names, then resume it.' : ' Do this, then resume it:'}</p>
+          {reason !== null && <p className="waiting-reason">{reason}</p>}
+        </div>
+      )}
+      {typeof notes === 'string' && (
+        <p data-testid="job-notes">
+          <strong>Notes:</strong> {notes}
+        </p>
+      )}
       {operator && !finished && (
         <div className="actions" role="group" aria-label="Job actions">
           {isFailbackWait(job) && (
@@ -182,17 +237,13 @@ export function JobDetail({ id, session }: { id: string; session: Session }) {
         <ol className="log">
           {job.log.map((l, i) => (
             <li key={i} className={`log-${l.level}`}>
-              <time dateTime={new Date(l.at).toISOString()}>{when(l.at)}</time> {l.level} {l.message}
+              <time dateTime={new Date(l.at).toISOString()}>{when(l.at)}</time> {l.level} {linkJobs(l.message, job.id)}
             </li>
           ))}
         </ol>
       )}
       <Dialog title="Cancel this job" open={confirm === 'cancel'} onClose={() => setConfirm(null)} onSubmit={() => act('cancel')} submitLabel="Cancel job" busy={busy} danger>
-        <p>
-          {job.kind.includes('failover')
-            ? 'The failover stops where it is. Replication has already stopped for it; protect the machine again or fail it over again afterwards.'
-            : 'The job stops at its next safe point.'}
-        </p>
+        <p>{cancelWords(job)}</p>
         {actionError !== null && (
           <p className="notice error" role="alert">
             {actionError}
@@ -200,7 +251,7 @@ export function JobDetail({ id, session }: { id: string; session: Session }) {
         )}
       </Dialog>
       <Dialog title="Complete failover" open={confirm === 'complete'} onClose={() => setConfirm(null)} onSubmit={() => act('complete')} submitLabel="Complete failover" busy={busy} danger>
-        <p>{job.target} shuts down at the recovery site, the last differences are sent, and it starts at the primary site.</p>
+        <p>{job.target} shuts down at the recovery site, the last differences are sent, and it starts at the primary site. No data is lost.</p>
         {actionError !== null && (
           <p className="notice error" role="alert">
             {actionError}
