@@ -3,7 +3,7 @@
 // disk of the machine holds it, applies the policy's retention and scrubs. One transfer per
 // disk at a time; a transfer of a point the disk already holds is answered "all acknowledged",
 // so a relay that crashed after the master target committed does not write it twice.
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import type { PeerCertificate } from 'node:tls';
@@ -120,11 +120,15 @@ export class MasterTarget {
   /** The recovery site ran out of space under a transfer of the item: told once, as an event,
    * until a point commits again. */
   async #spaceProblem(h: TransferHeader, err: unknown): Promise<void> {
-    if (!isNoSpace(err) || this.#full.has(h.itemId)) return;
+    if (this.#full.has(h.itemId)) return;
+    // Not every tool says ENOSPC (qemu-nbd only says it "failed to write pid file"), so a
+    // failure with next to no space left at the site's root counts too.
+    const root = await this.#o.link.siteRoot(h.targetSiteId).catch(() => null);
+    const free = root === null ? null : await statfs(root).then((s) => Number(s.bavail) * Number(s.bsize)).catch(() => null);
+    if (!isNoSpace(err) && !(free !== null && free < LOW_SPACE_BYTES)) return;
     this.#full.add(h.itemId);
-    const root = await this.#o.link.siteRoot(h.targetSiteId).catch(() => 'its root');
     this.#o.logger.error({ item: h.itemId, err: { message: (err as Error).message } }, 'master target: the recovery site is out of space; replication of the item is paused');
-    await this.#o.link.event?.(h.itemId, 'recovery-site-full', `Replication of ${h.machine} is paused: the recovery site's storage (${root}) is full (${(err as Error).message}). Nothing acknowledged is lost: the process server keeps the changes in its cache and sends them, as differences, once space is freed there.`, { siteId: h.targetSiteId }).catch(() => undefined);
+    await this.#o.link.event?.(h.itemId, 'recovery-site-full', `Replication of ${h.machine} is paused: the recovery site's storage (${root ?? 'its root'}) is full${free === null ? '' : ` (${Math.floor(free / 1024)} KiB free)`}: ${(err as Error).message} Nothing acknowledged is lost: the process server keeps the changes in its cache and sends them, as differences, once space is freed there.`, { siteId: h.targetSiteId, freeBytes: free }).catch(() => undefined);
   }
 
   async #spaceBack(h: TransferHeader): Promise<void> {
@@ -338,6 +342,9 @@ export class MasterTarget {
     });
   }
 }
+
+/** Free space under which a failed transfer is put down to a full recovery site. */
+const LOW_SPACE_BYTES = 8 * 1024 * 1024;
 
 /** Whether `err` (or a cause of it) is a file system out of space: ENOSPC from Node, from
  * qemu-nbd over NBD, or in a QEMU tool's message. */

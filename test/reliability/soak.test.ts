@@ -169,7 +169,7 @@ for (const f of FIXED) {
     const r = report.results[0]!;
     assert.equal(r.scenario, f.scenario);
     assert.equal(lines.length, 1);
-    assert.deepEqual(r.failures, [], `${formatSummary(report.summary)}\n${r.logTail ?? ''}`);
+    assert.deepEqual(r.failures, [], `${r.failures.join('\n')}\n${formatSummary(report.summary)}\nstages ${JSON.stringify(r.stages)}\n${(r.logTail ?? '').slice(-6000)}`);
     assert.equal(r.ok, true);
     assert.equal(r.dataLost, false);
     // The checks had something to check: several points, writes during the run, bytes after the fault.
