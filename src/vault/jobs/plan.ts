@@ -17,7 +17,6 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { conflict, invalid, notFound, ReboundError, toReboundError } from '../../domain/errors.ts';
 import { decide } from '../../domain/lifecycle.ts';
 import type { OperatorAction } from '../../domain/lifecycle.ts';
@@ -39,7 +38,7 @@ export const PLAN_CONCURRENCY = 4;
 /** A script action's timeout when the action names none. */
 export const DEFAULT_SCRIPT_TIMEOUT_S = 300;
 const SHUTDOWN_MS = 120_000;
-const FOLLOW_MS = 500;
+const FOLLOW_MS = 1000;
 const OUTPUT_MAX = 64 * 1024;
 
 export type PlanStepParams =
@@ -301,6 +300,25 @@ export function planJobs(store: Store, actions: ItemActions, plane: RecoveryPlan
   const jobs = actions.jobs;
   const creator = (ctx: { params: PlanJobParams; job: { id: string } }): string => `${ctx.params.by} via plan:${ctx.params.plan} (job ${ctx.job.id})`;
 
+  /** Resolves when this worker reports a change of job `id`, or after `ms` (a child may run on
+   * another vault process of a scale-out vault, whose changes only the store shows). */
+  function changeOf(id: string, ms: number, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        jobs.off('job', seen);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const seen = (v: JobView): void => {
+        if (v.id === id) done();
+      };
+      const timer = setTimeout(done, ms);
+      jobs.on('job', seen);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
   /** Follows a job until it ends or waits for an operator; reports its progress. */
   async function follow(ctx: Ctx, id: string, onProgress: (pct: number) => void): Promise<JobView> {
     for (;;) {
@@ -308,7 +326,8 @@ export function planJobs(store: Store, actions: ItemActions, plane: RecoveryPlan
       if (!j) throw notFound('job.not-found', `child job ${id} of plan ${ctx.params.plan} no longer exists.`);
       onProgress(j.progress);
       if (j.state === 'succeeded' || j.state === 'failed' || j.state === 'cancelled' || j.state === 'waiting') return j;
-      await sleep(FOLLOW_MS, undefined, { signal: ctx.signal });
+      await changeOf(id, FOLLOW_MS, ctx.signal);
+      ctx.signal.throwIfAborted();
     }
   }
 
