@@ -51,6 +51,16 @@ const results: RunResult[] = [];
 const save = (seconds: number, startedAt: string): void => {
   writeFileSync(opts.out, `${JSON.stringify({ seed: opts.seed, runs: results.length, requestedRuns: opts.runs, scenarios: opts.scenarios ?? 'all', startedAt, seconds, command: `npm run soak -- --runs ${opts.runs} --seed ${opts.seed}${opts.scenarios ? ` --scenario ${opts.scenarios.join(',')}` : ''}`, summary: summarize(results), results }, null, 2)}\n`);
 };
+// SIGINT/SIGTERM: finish the run under way (its server, writer and mounts cleaned up), write
+// the table, exit; a second signal exits at once.
+const stop = new AbortController();
+const onSignal = (): void => {
+  if (stop.signal.aborted) process.exit(130);
+  process.stderr.write('soak: stopping after the run under way (signal again to exit now)\n');
+  stop.abort();
+};
+process.on('SIGINT', onSignal);
+process.on('SIGTERM', onSignal);
 const startedAt = new Date().toISOString();
 const t0 = Date.now();
 const report = await runSoak({
@@ -58,6 +68,7 @@ const report = await runSoak({
   seed: opts.seed,
   ...(opts.scenarios ? { scenarios: opts.scenarios } : {}),
   keepFailed: opts.keepFailed,
+  signal: stop.signal,
   onRun: (r) => {
     results.push(r);
     process.stdout.write(`${formatRunLine(r)}\n`);

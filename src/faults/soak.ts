@@ -48,9 +48,9 @@ export const SOAK_SHAPE = {
   hotRegions: 2,
   frequency: '2s',
   /** Encrypted replicas pay ~1 s of QEMU's LUKS setup per layer and view: a slower cycle. */
-  frequencyEncrypted: '5s',
+  frequencyEncrypted: '10s',
   /** Share of runs whose policy encrypts replicas at rest. */
-  encryptedShare: 0.25,
+  encryptedShare: 0.15,
   retention: '10s',
   bandwidth: '16M',
   recoveryFsBytes: 160 * MIB,
@@ -69,6 +69,8 @@ export interface SoakOptions {
   onRun?(r: RunResult): void;
   /** Limits per wait (ms). */
   timeouts?: { protect?: number; catchUp?: number };
+  /** Stops the soak after the run under way. */
+  signal?: AbortSignal;
 }
 
 export interface RunResult {
@@ -117,7 +119,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const pool = o.scenarios && o.scenarios.length > 0 ? o.scenarios.map(scenarioByName) : [...SCENARIOS];
   const t0 = Date.now();
   const results: RunResult[] = [];
-  for (let i = 0; i < o.runs; i++) {
+  for (let i = 0; i < o.runs && !o.signal?.aborted; i++) {
     const seed = runSeed(o.seed, i);
     const rng = new Prng(seed);
     const scenario = rng.pick(pool);
@@ -126,7 +128,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     results.push(r);
     o.onRun?.(r);
   }
-  return { seed: o.seed, runs: o.runs, startedAt: new Date(t0).toISOString(), seconds: Math.round((Date.now() - t0) / 1000), summary: summarize(results), results };
+  return { seed: o.seed, runs: results.length, startedAt: new Date(t0).toISOString(), seconds: Math.round((Date.now() - t0) / 1000), summary: summarize(results), results };
 }
 
 export function summarize(results: readonly RunResult[]): SummaryRow[] {
