@@ -107,6 +107,17 @@ test('test failover and cleanup, planned failover, commit, reverse replication, 
   assert.equal((await api<Job>(s, 'GET', `/jobs/${tcId}`)).result?.notes, 'boots from the older point; data checked');
   assert.equal((await item()).state, 'protected');
 
+  // The keyboard opens the dialog (focus moves into it) and Escape closes it without acting.
+  await page.goto(`${s.url}/items/db1`);
+  await page.getByRole('group', { name: 'Actions' }).getByRole('button', { name: 'Failover', exact: true }).focus();
+  await page.keyboard.press('Enter');
+  dialog = page.getByRole('dialog', { name: 'Failover of db1' });
+  await dialog.waitFor();
+  assert.equal(await dialog.evaluate((d) => d.contains(document.activeElement)), true, 'focus is inside the open dialog');
+  await page.keyboard.press('Escape');
+  await dialog.waitFor({ state: 'hidden' });
+  assert.equal((await item()).state, 'protected');
+
   // Planned failover: the dialog states the direction, planned is the default for a machine with
   // a stop hook; its job page shows the tasks move live to success.
   dialog = await openAction(page, 'Failover', 'Failover of db1');

@@ -93,7 +93,7 @@ export function FailoverDialog(props: FailoverDialogProps) {
           <PointSelect value={point} onChange={setPoint} points={points} />
           <label className="choice">
             <input type="checkbox" checked={shutdown} onChange={(e) => setShutdown(e.target.checked)} />
-            <span>Shut down the machine before failover</span>
+            <span>{plural === true ? 'Shut down the machines before failover' : 'Shut down the machine before failover'}</span>
           </label>
           <p className="muted small">
             Best effort: Rebound also tries to send unsent data, and the failover goes on if {from} cannot be reached. Replication stops before the failover starts.
