@@ -113,7 +113,7 @@ test('test failover and cleanup, planned failover, commit, reverse replication, 
   await page.keyboard.press('Enter');
   dialog = page.getByRole('dialog', { name: 'Failover of db1' });
   await dialog.waitFor();
-  assert.equal(await dialog.evaluate((d) => d.contains(document.activeElement)), true, 'focus is inside the open dialog');
+  assert.equal(await dialog.evaluate((d) => d.contains(d.ownerDocument.activeElement)), true, 'focus is inside the open dialog');
   await page.keyboard.press('Escape');
   await dialog.waitFor({ state: 'hidden' });
   assert.equal((await item()).state, 'protected');
