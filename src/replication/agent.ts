@@ -180,7 +180,7 @@ export class Agent {
         if (signal.aborted) return;
         const e = err as ReboundError;
         this.#o.logger.warn({ item: w.assignment.itemId, err: { code: e.code, message: e.message } }, 'agent: replication cycle failed; retrying');
-        await sleep(backoff, signal);
+        await sleep(backoff, signal).catch(() => undefined); // aborted: the loop ends
         backoff = Math.min(backoff * 2, 15_000);
       }
     }

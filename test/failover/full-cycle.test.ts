@@ -9,15 +9,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { guestCmdline, makeDataDisk } from '../../src/guest/kit.ts';
 import { verifyDisk } from '../../src/guest/verify.ts';
-import { QemuProvider } from '../../src/providers/qemu/qemu-provider.ts';
-import { teardownSite, testGuest, waitConsole } from '../providers/support.ts';
-import { startServerProcess } from '../support/server.ts';
+import type { QemuProvider } from '../../src/providers/qemu/qemu-provider.ts';
+import { teardownSite } from '../providers/support.ts';
+import { startGuestSites } from '../support/guest-sites.ts';
 import type { ServerProcess } from '../support/server.ts';
 import { api, points, waitFor, waitJob } from '../replication/support.ts';
 import type { JobLike } from '../replication/support.ts';
@@ -64,24 +62,11 @@ async function backing(path: string): Promise<string | undefined> {
 }
 
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'rb-fo-'));
-  for (const d of ['a', 'b', 'vault']) await mkdir(join(dir, d), { recursive: true });
-  const guest = await testGuest(dir);
-  prim = new QemuProvider({ root: join(dir, 'a') });
-  rec = new QemuProvider({ root: join(dir, 'b') });
-  await makeDataDisk(join(dir, 'a', 'rec.qcow2'), { sizeMiB: 64 });
-  await prim.define({
-    name: 'app1', cpus: 1, memoryMiB: 192, nics: [{ network: 'production', mac: '52:54:00:12:34:61' }],
-    disks: [{ path: join(dir, 'a', 'rec.qcow2'), format: 'qcow2' }],
-    boot: { kind: 'kernel', kernel: guest.kernel, initrd: guest.initrd, append: guestCmdline({ workload: 'records', rate: 50, disk: '/dev/vda' }) },
-  });
-  const info = await prim.start('app1');
-  await waitConsole(info.consoleLog!, /REBOUND seq=\d+ durable/, 90_000);
-  server = await startServerProcess({ dataDir: join(dir, 'vault'), env: { REBOUND_LOG_LEVEL: process.env['REBOUND_TEST_LOG'] ?? 'warn' } });
-  await api(server, 'POST', '/sites', { name: 'dc1', provider: 'qemu', root: join(dir, 'a') });
-  await api(server, 'POST', '/sites', { name: 'dc2', provider: 'qemu', root: join(dir, 'b') });
-  await api(server, 'POST', '/policies', { name: 'fast', frequency: `${FREQ}s`, retention: '60s', appConsistent: '0s' });
-  await api(server, 'POST', '/pairings', { primary: 'dc1', recovery: 'dc2', policy: 'fast' });
+  ({ dir, prim, rec, server } = await startGuestSites({
+    prefix: 'rb-fo-', vm: 'app1', workload: 'records', params: { rate: 50 },
+    nics: [{ network: 'production', mac: '52:54:00:12:34:61' }],
+    policy: { frequency: `${FREQ}s`, retention: '60s', appConsistent: '0s' },
+  }));
 });
 
 after(async () => {

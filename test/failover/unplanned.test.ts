@@ -5,14 +5,11 @@
 // cancelled failover leaves the item in a state that says replication has stopped.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { guestCmdline, makeDataDisk } from '../../src/guest/kit.ts';
+import { readFile, rm } from 'node:fs/promises';
 import { verifyDisk } from '../../src/guest/verify.ts';
-import { QemuProvider } from '../../src/providers/qemu/qemu-provider.ts';
-import { lastDurable, teardownSite, testGuest, waitConsole } from '../providers/support.ts';
-import { startServerProcess } from '../support/server.ts';
+import type { QemuProvider } from '../../src/providers/qemu/qemu-provider.ts';
+import { lastDurable, teardownSite, waitConsole } from '../providers/support.ts';
+import { startGuestSites } from '../support/guest-sites.ts';
 import type { ServerProcess } from '../support/server.ts';
 import { api, points, waitFor, waitJob } from '../replication/support.ts';
 
@@ -24,26 +21,11 @@ const FREQ = 3;
 const RATE = 50;
 
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'rb-unpl-'));
-  for (const d of ['a', 'b', 'vault']) await mkdir(join(dir, d), { recursive: true });
-  const guest = await testGuest(dir);
-  prim = new QemuProvider({ root: join(dir, 'a') });
-  rec = new QemuProvider({ root: join(dir, 'b') });
-  await makeDataDisk(join(dir, 'a', 'rec.qcow2'), { sizeMiB: 64 });
-  await prim.define({
-    name: 'db1', cpus: 1, memoryMiB: 192, nics: [],
-    disks: [{ path: join(dir, 'a', 'rec.qcow2'), format: 'qcow2' }],
-    boot: { kind: 'kernel', kernel: guest.kernel, initrd: guest.initrd, append: guestCmdline({ workload: 'records', rate: RATE, disk: '/dev/vda' }) },
-  });
-  const info = await prim.start('db1');
-  await waitConsole(info.consoleLog!, /REBOUND seq=\d+ durable/, 90_000);
-  server = await startServerProcess({ dataDir: join(dir, 'vault'), env: { REBOUND_LOG_LEVEL: process.env['REBOUND_TEST_LOG'] ?? 'warn' } });
-  await api(server, 'POST', '/sites', { name: 'dc1', provider: 'qemu', root: join(dir, 'a') });
-  await api(server, 'POST', '/sites', { name: 'dc2', provider: 'qemu', root: join(dir, 'b') });
-  // Plain replica (no at-rest encryption): each point costs less at the master target, so a
-  // 3 s policy keeps up on this machine.
-  await api(server, 'POST', '/policies', { name: 'fast', frequency: `${FREQ}s`, retention: '30s', appConsistent: '0s', encryption: 'none' });
-  await api(server, 'POST', '/pairings', { primary: 'dc1', recovery: 'dc2', policy: 'fast' });
+  // Plain replica (no at-rest encryption): each point costs less at the master target.
+  ({ dir, prim, rec, server } = await startGuestSites({
+    prefix: 'rb-unpl-', vm: 'db1', workload: 'records', params: { rate: RATE },
+    policy: { frequency: `${FREQ}s`, retention: '30s', appConsistent: '0s', encryption: 'none' },
+  }));
 });
 
 after(async () => {

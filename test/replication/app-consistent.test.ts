@@ -6,15 +6,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { guestCmdline, makeDataDisk } from '../../src/guest/kit.ts';
-import { QemuProvider } from '../../src/providers/qemu/qemu-provider.ts';
+import type { QemuProvider } from '../../src/providers/qemu/qemu-provider.ts';
 import { serveReplicaImage } from '../../src/replica/serve-view.ts';
-import { teardownSite, testGuest, waitConsole } from '../providers/support.ts';
-import { startServerProcess } from '../support/server.ts';
+import { teardownSite } from '../providers/support.ts';
+import { startGuestSites } from '../support/guest-sites.ts';
 import type { ServerProcess } from '../support/server.ts';
 import { api, openReplicas, points, waitFor, waitJob } from './support.ts';
 
@@ -24,23 +22,10 @@ let server: ServerProcess;
 let prim: QemuProvider;
 
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'rb-app-'));
-  for (const d of ['a', 'b', 'vault']) await mkdir(join(dir, d), { recursive: true });
-  const guest = await testGuest(dir);
-  prim = new QemuProvider({ root: join(dir, 'a') });
-  await makeDataDisk(join(dir, 'a', 'fs.qcow2'), { sizeMiB: 64, fs: 'ext4' });
-  await prim.define({
-    name: 'files1', cpus: 1, memoryMiB: 192, nics: [],
-    disks: [{ path: join(dir, 'a', 'fs.qcow2'), format: 'qcow2' }],
-    boot: { kind: 'kernel', kernel: guest.kernel, initrd: guest.initrd, append: guestCmdline({ workload: 'fs', rate: 20, disk: '/dev/vda', files: 32, size: 16384 }) },
-  });
-  const info = await prim.start('files1');
-  await waitConsole(info.consoleLog!, /REBOUND file=\d+ gen=\d+ durable/, 90_000);
-  server = await startServerProcess({ dataDir: join(dir, 'vault'), env: { REBOUND_LOG_LEVEL: process.env['REBOUND_TEST_LOG'] ?? 'warn' } });
-  await api(server, 'POST', '/sites', { name: 'dc1', provider: 'qemu', root: join(dir, 'a') });
-  await api(server, 'POST', '/sites', { name: 'dc2', provider: 'qemu', root: join(dir, 'b') });
-  await api(server, 'POST', '/policies', { name: 'app', frequency: '3s', retention: '2m', appConsistent: '9s', encryption: 'none' });
-  await api(server, 'POST', '/pairings', { primary: 'dc1', recovery: 'dc2', policy: 'app' });
+  ({ dir, prim, server } = await startGuestSites({
+    prefix: 'rb-app-', vm: 'files1', workload: 'fs', params: { rate: 20, files: 32, size: 16384 },
+    policy: { frequency: '3s', retention: '2m', appConsistent: '9s', encryption: 'none' },
+  }));
 });
 
 after(async () => {

@@ -4,13 +4,11 @@
 // the restart holds every record the guest found on its disk when it came back.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { guestCmdline, makeDataDisk } from '../../src/guest/kit.ts';
-import { QemuProvider } from '../../src/providers/qemu/qemu-provider.ts';
-import { teardownSite, testGuest, waitConsole } from '../providers/support.ts';
-import { startServerProcess } from '../support/server.ts';
+import type { QemuProvider } from '../../src/providers/qemu/qemu-provider.ts';
+import { teardownSite, waitConsole } from '../providers/support.ts';
+import { startGuestSites } from '../support/guest-sites.ts';
 import type { ServerProcess } from '../support/server.ts';
 import { api, openReplicas, points, verifyPoint, waitFor, waitJob } from './support.ts';
 
@@ -19,23 +17,10 @@ let server: ServerProcess;
 let prim: QemuProvider;
 
 before(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'rb-cbtlost-'));
-  for (const d of ['a', 'b', 'vault']) await mkdir(join(dir, d), { recursive: true });
-  const guest = await testGuest(dir);
-  prim = new QemuProvider({ root: join(dir, 'a') });
-  await makeDataDisk(join(dir, 'a', 'rec.qcow2'), { sizeMiB: 64 });
-  await prim.define({
-    name: 'vm1', cpus: 1, memoryMiB: 192, nics: [],
-    disks: [{ path: join(dir, 'a', 'rec.qcow2'), format: 'qcow2' }],
-    boot: { kind: 'kernel', kernel: guest.kernel, initrd: guest.initrd, append: guestCmdline({ workload: 'records', rate: 100, disk: '/dev/vda' }) },
-  });
-  const info = await prim.start('vm1');
-  await waitConsole(info.consoleLog!, /REBOUND seq=\d+ durable/, 90_000);
-  server = await startServerProcess({ dataDir: join(dir, 'vault'), env: { REBOUND_LOG_LEVEL: process.env['REBOUND_TEST_LOG'] ?? 'warn' } });
-  await api(server, 'POST', '/sites', { name: 'dc1', provider: 'qemu', root: join(dir, 'a') });
-  await api(server, 'POST', '/sites', { name: 'dc2', provider: 'qemu', root: join(dir, 'b') });
-  await api(server, 'POST', '/policies', { name: 'p', frequency: '3s', retention: '10m', appConsistent: '0s', encryption: 'none' });
-  await api(server, 'POST', '/pairings', { primary: 'dc1', recovery: 'dc2', policy: 'p' });
+  ({ dir, prim, server } = await startGuestSites({
+    prefix: 'rb-cbtlost-', vm: 'vm1', workload: 'records', params: { rate: 100 },
+    policy: { frequency: '3s', retention: '10m', appConsistent: '0s', encryption: 'none' },
+  }));
 });
 
 after(async () => {
