@@ -63,7 +63,10 @@ export async function startServer(opts: StartServerOptions): Promise<RunningServ
   const testJobs = process.env['REBOUND_ENABLE_TEST_JOBS'] === '1';
   const store = await openStore({ url: opts.dbUrl, dataDir });
   const leaseMs = envInt('REBOUND_JOB_LEASE_MS');
-  const jobs = new JobEngine({ store, logger: logger.child({ role: 'jobs' }), ...(leaseMs === undefined ? {} : { leaseMs, pollMs: Math.max(20, Math.min(250, Math.floor(leaseMs / 4))) }) });
+  // Most jobs spend their time waiting (a protect job follows an initial copy for hours, a plan
+  // follows its machines' jobs), so a server runs many at once; a handful of slots would let a
+  // few long protects or plans starve a failover.
+  const jobs = new JobEngine({ store, concurrency: 32, logger: logger.child({ role: 'jobs' }), ...(leaseMs === undefined ? {} : { leaseMs, pollMs: Math.max(20, Math.min(250, Math.floor(leaseMs / 4))) }) });
   if (testJobs) jobs.register(diagSequence);
   let app;
   let roles: DataRoles | undefined;
