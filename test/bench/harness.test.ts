@@ -6,18 +6,27 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 
 const REPO = resolve(import.meta.dirname, '../..');
 let out: string;
+let child: ChildProcess | undefined;
 
 before(async () => {
   out = await mkdtemp(join(tmpdir(), 'rb-bench-test-'));
 });
 
 after(async () => {
+  // A failed or timed-out test must not leave the bench running: SIGTERM makes it stop its
+  // writers and vaults and remove its scratch directory.
+  if (child && child.exitCode === null && child.signalCode === null) {
+    const exited = new Promise((res) => child!.once('exit', res));
+    child.kill('SIGTERM');
+    await exited;
+  }
   await rm(out, { recursive: true, force: true });
 });
 
@@ -34,12 +43,14 @@ function isFig(v: unknown, what: string): asserts v is Fig {
 const at = (o: unknown, path: string): unknown => path.split('.').reduce<unknown>((v, k) => (v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined), o);
 
 test('bench/replication.ts --smoke prints every figure as one JSON line and draws the RPO plot', { timeout: 300_000 }, async () => {
-  const child = spawn('nice', ['-n', '10', process.execPath, join(REPO, 'bench', 'replication.ts'), '--smoke', '--out', out], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  // nice(1) execs the bench, so the child's pid is the bench's own (SIGTERM reaches it).
+  const bench = spawn('nice', ['-n', '10', process.execPath, join(REPO, 'bench', 'replication.ts'), '--smoke', '--out', out], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+  child = bench;
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
-  const code = await new Promise<number | null>((res) => child.once('exit', (c) => res(c)));
+  bench.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+  bench.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+  const code = await new Promise<number | null>((res) => bench.once('exit', (c) => res(c)));
   assert.equal(code, 0, `the bench failed:\n${stderr.slice(-4000)}`);
   const last = stdout.trim().split('\n').pop() ?? '';
   const data = JSON.parse(last) as Record<string, unknown>;
