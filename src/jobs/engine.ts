@@ -237,10 +237,10 @@ export class JobEngine {
     }
     const db = this.#store.db;
     const t = now();
-    // A job whose kind compensates goes through a worker, which runs onCancel under a lease
-    // (even before its first task: the hook may have state to restore that the enqueue set,
-    // such as a protected item's lifecycle state); any other queued or waiting job ends here.
-    const viaWorker = def?.onCancel !== undefined;
+    // A job that has done some work and whose kind compensates goes through a worker, which runs
+    // onCancel under a lease (so does one that never started when its kind asks for it: its
+    // enqueue set state the hook restores); any other queued or waiting job ends here and now.
+    const viaWorker = def?.onCancel !== undefined && (job.startedAt !== null || def.compensateUnstarted === true);
     const direct = viaWorker
       ? await db
           .updateTable('jobs')

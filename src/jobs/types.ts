@@ -114,6 +114,9 @@ export interface JobDefinition<P = unknown> {
    * after a crash it runs again on the worker that takes over. A throw is logged, not fatal.
    */
   onCancel?(ctx: HookContext<P>): Promise<void>;
+  /** Run onCancel also for a job cancelled before its first task ran (its enqueue changed state
+   * that the hook must put back, e.g. a protected item's lifecycle state). Default: no. */
+  compensateUnstarted?: boolean;
   onFail?(ctx: HookContext<P>): Promise<void>;
   /** Validates params at enqueue (throw a ReboundError 'invalid'). */
   validate?(params: unknown): P;

@@ -290,6 +290,7 @@ export function failoverJobs(store: Store, actions: ItemActions, plane: Recovery
       return [stopSource, sendLast, pickPoint, createAtTarget, startAtTarget][ctx.task.seq]!(ctx);
     },
     onCancel: (h) => undoFailover(h, 'cancel'),
+    compensateUnstarted: true,
     onFail: (h) => undoFailover(h, 'fail'),
   };
 
@@ -325,6 +326,7 @@ export function failoverJobs(store: Store, actions: ItemActions, plane: Recovery
       return [stopSource, sendLast, pickPoint, createAtTarget, startAtTarget][ctx.task.seq - 2]!(ctx);
     },
     onCancel: (h) => undoFailover(h, 'cancel'),
+    compensateUnstarted: true,
     onFail: (h) => undoFailover(h, 'fail'),
   };
 
@@ -373,6 +375,7 @@ export function failoverJobs(store: Store, actions: ItemActions, plane: Recovery
     async onCancel(h) {
       await testFailover.onFail!(h);
     },
+    compensateUnstarted: true,
   };
 
   const testCleanup: JobDefinition<JobParams> = {
