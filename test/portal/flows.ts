@@ -31,8 +31,11 @@ export async function followJob(page: Page, want: string, timeoutMs: number): Pr
   const seen: string[] = [];
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const state = ((await page.getByTestId('job-state').locator('.badge').textContent()) ?? '').trim();
-    const tasks = await page.getByTestId('task').evaluateAll((rows) => rows.map((r) => r.querySelector('.badge')?.textContent ?? ''));
+    // One look per round: the job's state and its tasks' together (the page may change between two reads).
+    const { state, tasks } = await page.locator('main').evaluate((main) => ({
+      state: (main.querySelector('[data-testid="job-state"] .badge')?.textContent ?? '').trim(),
+      tasks: [...main.querySelectorAll('[data-testid="task"]')].map((r) => r.querySelector('.badge')?.textContent ?? ''),
+    }));
     const snap = `${state}|${tasks.join(',')}`;
     if (seen[seen.length - 1] !== snap) seen.push(snap);
     if (state === want) return { seen, state };

@@ -139,12 +139,18 @@ describe('web portal', { timeout: 120_000 }, () => {
     const seen: string[] = [];
     const deadline = Date.now() + 20_000;
     for (;;) {
-      const states = await page.getByTestId('task').evaluateAll((rows) => rows.map((r) => r.querySelector('.badge')?.textContent ?? ''));
-      const snap = states.join(',');
+      // One look at the page per round (job state, task states, the cancel button together): the
+      // page may change between two separate reads.
+      const look = await page.locator('main').evaluate((main) => ({
+        job: main.querySelector('[data-testid="job-state"] .badge')?.textContent ?? '',
+        states: [...main.querySelectorAll('[data-testid="task"]')].map((r) => r.querySelector('.badge')?.textContent ?? ''),
+        cancel: [...main.querySelectorAll('button')].filter((b) => b.textContent === 'Cancel job').length,
+      }));
+      const snap = look.states.join(',');
       if (seen[seen.length - 1] !== snap) seen.push(snap);
-      if ((await page.getByTestId('job-state').textContent()) === 'succeeded') break;
+      if (look.job === 'succeeded') break;
       assert.ok(Date.now() < deadline, `job did not finish on the page; seen ${seen.join(' | ')}`);
-      if (states.includes('running')) assert.equal(await page.getByRole('button', { name: 'Cancel job' }).count(), 1);
+      if (look.states.includes('running')) assert.equal(look.cancel, 1);
       await page.waitForTimeout(100);
     }
     // At least two different running snapshots: the page moved from task to task by itself.
