@@ -1,10 +1,10 @@
 // The portal with a real protected guest: a TCG guest writing records at site dc1, replication
 // enabled from the item page and followed on its job page to the end, recovery points listed,
-// the RPO chart drawn from samples, and the failover dialog as the seeds describe it (direction
-// in words, planned/unplanned, point choice, "shut down the machine before failover").
-// Submitting it either queues a job (the failover route exists) or says the feature is not
-// available on this server (it answers 404): which one is decided by the server's OpenAPI
-// document. Screenshots of the dashboard and the dialog go to test-output/portal/.
+// the RPO chart drawn from samples; then, all through the page, a test failover (the test VM
+// boots isolated at dc2) and its cleanup with notes, the failover dialog as the seeds describe
+// it (direction in words, planned/unplanned, point choice, "shut down the machine before
+// failover"), a planned failover followed live on its job page until the VM runs at dc2, and its
+// commit. Screenshots of the dashboard and the dialog go to test-output/portal/.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -19,6 +19,7 @@ import { api } from '../replication/support.ts';
 import { startServerProcess } from '../support/server.ts';
 import type { ServerProcess } from '../support/server.ts';
 import { launch, openPage, screenshot, signIn } from './browser.ts';
+import { followJob, onJobPage } from './flows.ts';
 
 const REPO = path.resolve(import.meta.dirname, '../..');
 let dir: string;
@@ -52,11 +53,11 @@ before(async () => {
 after(async () => {
   await browser?.close().catch(() => undefined);
   await server?.stop().catch(() => undefined);
-  for (const p of providers) await teardownSite(p);
+  for (const p of providers) await teardownSite(p, ['app1-test']);
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-test('a guest protected from its page, its points listed, and the failover dialog stating the direction', { timeout: 240_000 }, async () => {
+test('a guest protected from its page, its points listed, drilled and cleaned up, failed over (planned) live and committed', { timeout: 420_000 }, async () => {
   const s = server!;
   const { page, problems } = await openPage(browser!);
   await signIn(page, s.url, s.token);
@@ -85,23 +86,51 @@ test('a guest protected from its page, its points listed, and the failover dialo
   await page.waitForTimeout(5500);
   await screenshot(page, 'dashboard-protected');
 
+  // Test failover from the latest point: the test VM starts isolated at dc2; then its cleanup.
   await page.goto(`${s.url}/items/app1`);
+  await page.getByRole('button', { name: 'Test failover', exact: true }).click();
+  let dialog = page.getByRole('dialog', { name: 'Test failover of app1' });
+  await dialog.getByRole('button', { name: 'Start test failover' }).click();
+  await onJobPage(page);
+  await followJob(page, 'succeeded', 120_000);
+  assert.equal((await providers[1]!.state('app1-test')).state, 'running');
+  assert.equal((await providers[1]!.state('app1-test')).definition.nics.every((n) => n.network === 'isolated'), true);
+  await page.getByRole('link', { name: 'app1', exact: true }).click();
+  await page.getByRole('button', { name: 'Cleanup test failover' }).click();
+  dialog = page.getByRole('dialog', { name: 'Cleanup test failover of app1' });
+  await dialog.getByLabel('Notes').fill('the test VM booted and resumed its records');
+  await dialog.getByRole('button', { name: 'Clean up' }).click();
+  await onJobPage(page);
+  await followJob(page, 'succeeded', 120_000);
+  assert.equal(await page.getByTestId('job-notes').textContent(), 'Notes: the test VM booted and resumed its records');
+
+  // The failover dialog as the seeds describe it, then a planned failover followed live.
+  await page.goto(`${s.url}/items/app1`);
+  await page.getByTestId('item-state').getByText('protected').waitFor();
   await page.getByRole('button', { name: 'Failover', exact: true }).click();
-  const dialog = page.getByRole('dialog', { name: 'Failover of app1' });
+  dialog = page.getByRole('dialog', { name: 'Failover of app1' });
   assert.equal(await dialog.getByTestId('failover-direction').textContent(), 'Fail over app1 from dc1 to dc2.');
   await dialog.getByLabel(/^Unplanned/).check();
   await dialog.getByLabel('Recovery point', { exact: true }).selectOption('latest-processed');
   assert.equal(await dialog.getByLabel('Shut down the machine before failover').isChecked(), true);
   await screenshot(page, 'failover-dialog');
-
-  const doc = await (await fetch(`${s.url}/api/v1/openapi.json`)).json() as { paths: Record<string, unknown> };
+  await dialog.getByLabel(/^Planned/).check();
   await dialog.getByRole('button', { name: 'Start failover' }).click();
-  if (doc.paths['/api/v1/items/{machine}/failover'] === undefined) {
-    await dialog.getByText('Failover is not available on this server yet.').waitFor();
-  } else {
-    await page.waitForURL(/\/jobs\/[0-9a-f-]+$/);
-    await page.getByRole('heading', { level: 1, name: /app1/ }).waitFor();
-  }
+  await onJobPage(page);
+  await page.getByRole('heading', { level: 1, name: 'failover app1' }).waitFor();
+  const fo = await followJob(page, 'succeeded', 240_000);
+  assert.ok(fo.seen.filter((x) => x.includes('running')).length >= 2, `task-by-task progress seen live: ${fo.seen.join(' → ')}`);
+  assert.equal((await providers[0]!.state('app1')).state, 'stopped');
+  assert.equal((await providers[1]!.state('app1')).state, 'running');
+
+  // Commit from the page.
+  await page.getByRole('link', { name: 'app1', exact: true }).click();
+  await page.getByTestId('item-state').getByText('failed-over').waitFor();
+  await page.getByRole('button', { name: 'Commit' }).click();
+  await page.getByRole('dialog', { name: 'Commit app1' }).getByRole('button', { name: 'Commit' }).click();
+  await onJobPage(page);
+  await followJob(page, 'succeeded', 240_000);
+  assert.equal((await api<{ state: string }>(s, 'GET', '/items/app1')).state, 'committed');
   assert.deepEqual(problems, []);
   await page.context().close();
 });
