@@ -56,6 +56,12 @@ export function failoverJobs(store: Store, actions: ItemActions, plane: Recovery
     if (!source) throw conflict('no-source-machine', `${rc.machine.name} has no machine at ${from.name} to stop.`);
     const p = plane.provider(from);
     if (plan.planned) {
+      // Already stopped (a recovery plan shuts its sources down first, last group first).
+      const st = await p.state(source.name, ctx.signal).catch(() => null);
+      if (st?.state === 'stopped') {
+        await ctx.log(`${source.name} is already stopped at ${from.name}.`);
+        return { stopped: true };
+      }
       await ctx.log(`shutting down ${source.name} at ${from.name} (ACPI, up to ${SHUTDOWN_MS / 1000} s); a planned failover needs it stopped so that every write is sent.`);
       try {
         await p.shutdown(source.name, { timeoutMs: SHUTDOWN_MS }, ctx.signal);
