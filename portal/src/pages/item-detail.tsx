@@ -108,6 +108,8 @@ export function ItemDetail({ machine, session }: { machine: string; session: Ses
   const waitingFailback = d?.current && isFailbackWait(d.current) ? d.current : null;
   const actions = d ? allowedVerbs(item).filter((v) => v !== 'complete-failover' || waitingFailback !== null) : [];
   const siteName = (id: string) => d?.siteNames.get(id) ?? id;
+  /** protect from failover-cancelled resumes replication (differences only) in the same direction. */
+  const resuming = item?.state === 'failover-cancelled';
 
   return (
     <section>
@@ -178,11 +180,11 @@ export function ItemDetail({ machine, session }: { machine: string; session: Ses
                   </button>
                 ) : (
                   <button key={a} type="button" className={a === 'failover' ? 'danger' : ''} onClick={() => open(a)}>
-                    {VERB_LABELS[a]}
+                    {a === 'protect' && resuming ? 'Resume replication' : VERB_LABELS[a]}
                   </button>
                 ),
               )}
-              {actions.length === 0 && <p className="muted">No action is possible while {machine} {item?.state ?? ''}{d.current ? ': follow its job, or cancel it there.' : ': wait for its job to finish.'}</p>}
+              {actions.length === 0 && <p className="muted">No action is possible while {machine} is {item?.state ?? 'not protected'}{d.current ? ': follow its job, or cancel it there.' : ': wait for its job to finish.'}</p>}
             </div>
           )}
           {error !== null && dialog === null && (
@@ -190,7 +192,7 @@ export function ItemDetail({ machine, session }: { machine: string; session: Ses
               {error}
             </p>
           )}
-          <h2>Disks</h2>
+          <h2>Disks{d.machine ? ` at ${d.machine.site}` : ''}</h2>
           <ul>
             {(d.machine?.disks ?? []).map((x) => (
               <li key={x.id}>
@@ -201,7 +203,7 @@ export function ItemDetail({ machine, session }: { machine: string; session: Ses
           {item && <Machines item={item} siteName={siteName} />}
           {item && <Points points={d.points} />}
 
-          <Dialog title={`Enable replication of ${machine}`} open={dialog === 'protect'} onClose={() => setDialog(null)} onSubmit={() => act('protect', group.trim() === '' ? {} : { group: group.trim() })} submitLabel="Enable replication" busy={busy}>
+          <Dialog title={`${resuming ? 'Resume' : 'Enable'} replication of ${machine}`} open={dialog === 'protect'} onClose={() => setDialog(null)} onSubmit={() => act('protect', group.trim() === '' || resuming ? {} : { group: group.trim() })} submitLabel={resuming ? 'Resume replication' : 'Enable replication'} busy={busy}>
             <p>
               {machine} replicates {d.pairing ? `from ${from} to ${to}` : 'to the recovery site of its pairing'}
               {item?.state === 'failover-cancelled' ? ' again: only the differences since replication stopped are sent.' : ': an initial copy of its disks, then changes at the policy\u2019s frequency.'}

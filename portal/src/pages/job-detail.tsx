@@ -14,6 +14,7 @@ import { Badge } from '../components/badge.tsx';
 import { Dialog } from '../components/dialog.tsx';
 import { Notice } from '../components/notice.tsx';
 import { ProgressBar } from '../components/progress-bar.tsx';
+import { TargetLink } from '../components/target-link.tsx';
 import { when } from '../format.ts';
 import { isFailbackWait, waitingReason } from '../lifecycle.ts';
 import { Link } from '../router.tsx';
@@ -33,13 +34,6 @@ function linkJobs(text: string, self: string): ReactNode[] {
   }
   out.push(text.slice(last));
   return out;
-}
-
-/** Where a job's target is shown: a plan's page for plan:NAME, else the item's page. */
-function targetLink(target: string): ReactNode {
-  if (target === '') return '—';
-  if (target.startsWith('plan:')) return <Link to={`/plans/${encodeURIComponent(target.slice(5))}`}>{target}</Link>;
-  return <Link to={`/items/${encodeURIComponent(target)}`}>{target}</Link>;
 }
 
 function cancelWords(job: Job): string {
@@ -135,7 +129,9 @@ export function JobDetail({ id, session }: { id: string; session: Session }) {
           <ProgressBar value={job.progress} label="job progress" />
         </dd>
         <dt>Target</dt>
-        <dd>{targetLink(job.target)}</dd>
+        <dd>
+          <TargetLink target={job.target} />
+        </dd>
         <dt>Started by</dt>
         <dd>{job.createdBy}</dd>
         <dt>Created</dt>

@@ -5,6 +5,7 @@ import { Badge } from '../components/badge.tsx';
 import { SelectField } from '../components/field.tsx';
 import { Loading, Notice } from '../components/notice.tsx';
 import { ProgressBar } from '../components/progress-bar.tsx';
+import { TargetLink } from '../components/target-link.tsx';
 import { when } from '../format.ts';
 import { useResource } from '../hooks/use-resource.ts';
 import { Link, navigate } from '../router.tsx';
@@ -40,7 +41,9 @@ export function Jobs() {
                 <th scope="row">
                   <Link to={`/jobs/${j.id}`}>{j.kind}</Link>
                 </th>
-                <td>{j.target || '—'}</td>
+                <td>
+                  <TargetLink target={j.target} />
+                </td>
                 <td>
                   <Badge value={j.state} />
                 </td>
