@@ -4,8 +4,9 @@
 // a test failover from a point chosen in the item's list and its cleanup with notes; a planned
 // failover followed live on its job page to success (the stop hook ran); commit; reverse
 // replication; a failback whose dialog says so, whose alternate host the server refuses (the
-// error is shown in the dialog), synced before: its job waits, the item page offers "Complete
-// failover", and the button on the job page completes it; the failback's commit. Each step is
+// error is shown in the dialog), synced before: its job waits and is cancelled from its page
+// (nothing changes); again: the job waits, the item page offers "Complete failover", and the
+// button on the job page completes it; the failback's commit. Each step is
 // checked against the API too. Screenshots go to test-output/portal/.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -175,6 +176,21 @@ test('test failover and cleanup, planned failover, commit, reverse replication, 
   assert.match(page.url(), /\/items\/db1$/, 'a refused failback stays in the dialog');
   assert.equal((await item()).state, 'protected');
   await dialog.getByLabel('Host at srv').selectOption('');
+  await dialog.getByRole('button', { name: 'Start failback' }).click();
+  // Cancel from the job page once phase 1 is done: nothing is lost, db1 keeps running at dr.
+  const cancelled = await onJobPage(page);
+  await followJob(page, 'waiting', 180_000);
+  await page.getByRole('group', { name: 'Job actions' }).getByRole('button', { name: 'Cancel job' }).click();
+  const cancel = page.getByRole('dialog', { name: 'Cancel this job' });
+  assert.match((await cancel.textContent()) ?? '', /nothing is lost/);
+  await cancel.getByRole('button', { name: 'Cancel job' }).click();
+  await followJob(page, 'cancelled', 60_000);
+  assert.equal((await api<Job>(s, 'GET', `/jobs/${cancelled}`)).state, 'cancelled');
+  it = await item();
+  assert.deepEqual([it.state, it.direction, it.activeSite], ['protected', 'reverse', 'dr']);
+
+  // Failback again, synced before, to the end.
+  dialog = await openAction(page, 'Failover', 'Failback of db1');
   await dialog.getByRole('button', { name: 'Start failback' }).click();
   const fbId = await onJobPage(page);
   await page.getByRole('heading', { level: 1, name: 'failback-sync db1' }).waitFor();
