@@ -296,22 +296,31 @@ export class Agent {
         };
         const frames: PlannedExtent[] = plan.extents.map((e) => ({ itemId: a.itemId, diskId: plan.diskId, pointId: o.pointId, offset: e.offset, length: e.length }));
         const socket = await openTransfer(a.processServer, header, this.#o.material, { signal });
+        // Stopping (shutdown, failover) must not wait for a slow transfer's acknowledgements:
+        // the connection goes, and the open point resumes after its last acknowledgement.
+        const cut = (): void => { socket.destroy(); };
+        signal.addEventListener('abort', cut, { once: true });
         const before = done;
         const upTo: number[] = [];
         frames.reduce((n, f, k) => (upTo[k] = n + f.length), 0);
-        const r = await sendTransfer(socket, {
-          vaultKey: this.#o.transportKey,
-          transferId: header.transferId,
-          plan: frames,
-          window: this.#o.window ?? 32,
-          // The link to the process server is local or LAN; compression happens on its WAN side.
-          zstdLevel: null,
-          read: (e) => disk.read(e.offset, e.length, signal),
-          onAck: (seq) => {
-            done = before + (upTo[seq] ?? 0);
-            if (o.initial && Date.now() - lastReport > 1000) void report(false);
-          },
-        });
+        let r: Awaited<ReturnType<typeof sendTransfer>>;
+        try {
+          r = await sendTransfer(socket, {
+            vaultKey: this.#o.transportKey,
+            transferId: header.transferId,
+            plan: frames,
+            window: this.#o.window ?? 32,
+            // The link to the process server is local or LAN; compression happens on its WAN side.
+            zstdLevel: null,
+            read: (e) => disk.read(e.offset, e.length, signal),
+            onAck: (seq) => {
+              done = before + (upTo[seq] ?? 0);
+              if (o.initial && Date.now() - lastReport > 1000) void report(false);
+            },
+          });
+        } finally {
+          signal.removeEventListener('abort', cut);
+        }
         const skippedBytes = r.skipped > 0 ? (upTo[Math.min(r.skipped, frames.length) - 1] ?? 0) : 0;
         skipped += skippedBytes;
         done = before + plan.bytes;
