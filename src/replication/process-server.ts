@@ -150,6 +150,12 @@ export class ProcessServer {
     let wake: () => void = () => undefined;
     let woken = false;
     const state = { wake: () => { woken = true; wake(); }, running: Promise.resolve() };
+    // Registered before the loop starts: with nothing cached the loop ends at once, in this same
+    // tick, and must remove its own entry. Registered after, a finished loop stayed in the map and
+    // every later kick woke nothing, so the item's cache was never forwarded again (found by the
+    // soak: an agent resending a transfer the process server had already forwarded, after a
+    // dropped acknowledgement, kicked an empty cache; net-drop-agent-ps, seed 3021).
+    this.#forwarders.set(itemId, state);
     state.running = (async () => {
       let backoff = 500;
       while (!this.#closed) {
@@ -184,9 +190,8 @@ export class ProcessServer {
           backoff = Math.min(backoff * 2, 15_000);
         }
       }
-      this.#forwarders.delete(itemId);
+      if (this.#forwarders.get(itemId) === state) this.#forwarders.delete(itemId);
     })();
-    this.#forwarders.set(itemId, state);
   }
 
   /** What the cache still holds for an item: transfers received in full and waiting to be

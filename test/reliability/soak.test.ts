@@ -20,6 +20,12 @@ import type { ContentSpec } from '../../src/faults/soak-content.ts';
 import { checkReplica, checkSource } from '../../src/faults/soak-verify.ts';
 import { formatSummary, runSoak } from '../../src/faults/soak.ts';
 import type { RunResult } from '../../src/faults/soak.ts';
+import { randomBytes } from 'node:crypto';
+import { pino } from 'pino';
+import { receiveTransfer, sendTransfer } from '../../src/datapath/frame-stream.ts';
+import { ProcessServer } from '../../src/replication/process-server.ts';
+import { listenTransfers, openTransfer } from '../../src/replication/wire.ts';
+import type { TransferHeader } from '../../src/replication/wire.ts';
 import { ReplicaDisk } from '../../src/replica/replica-disk.ts';
 import { pointIdAfter } from '../../src/replication/agent.ts';
 import { newId } from '../../src/store/ids.ts';
@@ -143,6 +149,51 @@ test('point ids only grow, even after the clock went back (found by the soak: cl
   assert.match(next, /^ffffffff-0001-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
   const now = pointIdAfter(undefined);
   assert.ok(pointIdAfter(now) > now);
+});
+
+test('the process server keeps forwarding after an agent resends a transfer it already forwarded (found by the soak: net-drop-agent-ps, seed 3021)', async () => {
+  // Real process server, real sockets and frame streams; the master target's side is a receiver
+  // that records what arrives. Resending a forwarded transfer (its acknowledgement was lost)
+  // kicks the item's forwarder with an empty cache; the next transfer must still be forwarded.
+  const key = randomBytes(32);
+  const got: string[] = [];
+  const mt = await listenTransfers({
+    material: null,
+    accept: () => undefined,
+    handle: async (h, socket) => {
+      await receiveTransfer(socket, { vaultKey: key, ackedThrough: async () => -1, apply: async () => undefined, checkpoint: async () => undefined, complete: async () => { got.push(h.transferId); } });
+    },
+  });
+  const ps = new ProcessServer({ dir: join(dir, 'ps'), transportKey: key, material: null, logger: pino({ level: 'silent' }), masterTargetFor: () => mt.address });
+  await ps.start();
+  const header = (seq: number): TransferHeader => ({
+    transferId: `p${seq}.0`, itemId: 'item1', machine: 'm', diskId: 'disk0', diskIndex: 0, diskCount: 1, diskSize: 65536, pointId: `p${seq}`, pointSeq: seq,
+    takenAt: Date.now(), pointKind: 'crash', frames: 1, bytes: 4096, targetSiteId: 'site', masterTarget: mt.address, retentionSeconds: 60, compression: 'none', encryption: 'none', bandwidthBps: 0, initial: false,
+  });
+  const send = async (seq: number): Promise<void> => {
+    const h = header(seq);
+    const socket = await openTransfer(ps.address, h, null);
+    await sendTransfer(socket, { vaultKey: key, transferId: h.transferId, plan: [{ itemId: 'item1', diskId: 'disk0', pointId: h.pointId, offset: 0, length: 4096 }], read: async () => randomBytes(4096) });
+  };
+  const arrived = async (id: string): Promise<void> => {
+    const deadline = Date.now() + 10_000;
+    while (!got.includes(id)) {
+      if (Date.now() > deadline) throw new Error(`transfer ${id} was never forwarded (forwarded: ${got.join(', ')})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  try {
+    await send(1);
+    await arrived('p1.0');
+    await new Promise((r) => setTimeout(r, 200)); // the forwarder finds the cache empty and ends
+    await send(1); // resent: the process server answers from its tombstone
+    await send(2);
+    await arrived('p2.0');
+    assert.deepEqual(got, ['p1.0', 'p2.0']);
+  } finally {
+    await ps.close();
+    await mt.close();
+  }
 });
 
 test('stamp scans read any source through a callback', async () => {
