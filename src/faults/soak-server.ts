@@ -4,7 +4,7 @@
 // level is warn, or REBOUND_SOAK_LOG_LEVEL.
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -22,14 +22,19 @@ export interface SoakServer {
   alive(): boolean;
 }
 
-export async function startSoakServer(o: { dataDir: string; env?: Record<string, string>; token?: string; timeoutMs?: number }): Promise<SoakServer> {
+export async function startSoakServer(o: { dataDir: string; env?: Record<string, string>; token?: string; timeoutMs?: number; logFile?: string }): Promise<SoakServer> {
   const proc = spawn(path.join(REPO, 'bin/rebound'), ['--json', 'serve', '--data', o.dataDir, '--port', '0'], {
     cwd: o.dataDir,
     env: { ...process.env, REBOUND_LOG_LEVEL: process.env['REBOUND_SOAK_LOG_LEVEL'] ?? 'warn', ...o.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
+  // The whole log also goes to `logFile` (appended across restarts), kept with a failed run.
+  const log = o.logFile ? createWriteStream(o.logFile, { flags: 'a' }) : null;
+  log?.on('error', () => undefined);
+  proc.once('exit', () => log?.end());
   proc.stderr?.on('data', (d: Buffer) => {
+    log?.write(d);
     stderr += d.toString();
     if (stderr.length > 400_000) stderr = stderr.slice(-200_000);
   });

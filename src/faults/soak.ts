@@ -293,7 +293,7 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
       env['NODE_OPTIONS'] = `${process.env['NODE_OPTIONS'] ?? ''} --import=${join(REPO, 'src/faults/clock-skew.ts')}`.trim();
       env['REBOUND_TEST_CLOCK_FILE'] = clockFile;
     }
-    server = await startSoakServer({ dataDir, env });
+    server = await startSoakServer({ dataDir, env, logFile: join(dir, 'server.log') });
     const s0 = server;
     await soakApi(s0, 'POST', '/sites', { name: 'srv', provider: 'physical', root: src });
     await soakApi(s0, 'POST', '/sites', { name: 'dr', provider: 'physical', root: recoveryRoot });
@@ -371,7 +371,7 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
         logTail += old.logs().slice(-20_000);
         bytes.restarted = true;
         if (pauseMs > 0) await delay(pauseMs);
-        server = await startSoakServer({ dataDir, env, token: old.token });
+        server = await startSoakServer({ dataDir, env, token: old.token, logFile: join(dir, 'server.log') });
       },
       async jumpClock(ms) {
         if (!setup.clock) throw new Error(`scenario ${scenario.name} did not ask for the clock knob`);
