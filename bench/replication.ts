@@ -12,12 +12,13 @@
 //   5. resync by block digests (src/datapath/digest.ts) vs `rsync --inplace --no-whole-file`.
 // Prints one JSON document (the harness renders its `markdown` and tabulates the rest). It
 // measures; it asserts only that each method produced a correct copy.
-// Usage: node bench/replication.ts [--quick | --smoke] [--out DIR] [--parts initial,delta,rpo,store,resync]
+// Usage: node bench/replication.ts [--quick | --smoke] [--out DIR] [--parts initial,delta,rpo,store,resync] [--resume] [--keep]
 //   --quick: one run of smaller sizes; --smoke: tiny sizes and windows, for the CI shape test
-//   (its numbers mean nothing). Run it niced: the machine is shared.
+//   (its numbers mean nothing); --resume: reuse parts saved in OUT/replication.partial.MODE.json by
+//   an interrupted run of the same commit (or REBOUND_BENCH_RESUME=1 through the harness); --keep: leave the scratch directory. Run it niced.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes, randomFillSync, randomInt, randomUUID } from 'node:crypto';
-import { mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -125,6 +126,20 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value:
   const t = performance.now();
   const value = await fn();
   return { seconds: (performance.now() - t) / 1000, value };
+}
+
+/** Removes a tree, retrying while files still appear in it: a closed vault's master target may
+ * still be finishing (abandoning) a transfer it was receiving, and rm would meet ENOTEMPTY. */
+async function rmrf(path: string): Promise<void> {
+  for (let i = 0; ; i++) {
+    try {
+      await rm(path, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+      return;
+    } catch (err) {
+      if (i >= 10) throw err;
+      await sleep(1000);
+    }
+  }
 }
 
 /** Allocated bytes of every file under `dir` (what the filesystem really holds). */
@@ -355,7 +370,7 @@ async function pointAfter(v: Vault, name: string, after: number, timeoutMs: numb
  * root (digest maps), so the next run of the same image starts clean. */
 async function closeVault(v: Vault, srcRoot: string, name: string): Promise<void> {
   await v.close();
-  await rm(join(srcRoot, '.rebound', 'physical', name), { recursive: true, force: true });
+  await rmrf(join(srcRoot, '.rebound', 'physical', name));
 }
 
 // ---------------------------------------------------------------- fio as the paced writer
@@ -419,7 +434,7 @@ async function benchInitial(base: string): Promise<Record<string, unknown>> {
       await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', img, target]);
       await run('sync', [target]);
     })).seconds);
-    await rm(convDir, { recursive: true, force: true });
+    await rmrf(convDir);
     for (const variant of ['plain', 'defaults'] as const) {
       const name = `init${r}${variant}`;
       const dstRoot = join(base, `id${r}${variant[0]}`);
@@ -435,12 +450,12 @@ async function benchInitial(base: string): Promise<Record<string, unknown>> {
         phases[variant].push(p);
       } finally {
         await closeVault(v, srcRoot, name);
-        await rm(vaultDir, { recursive: true, force: true });
-        await rm(dstRoot, { recursive: true, force: true });
+        await rmrf(vaultDir);
+        await rmrf(dstRoot);
       }
     }
   }
-  await rm(srcRoot, { recursive: true, force: true });
+  await rmrf(srcRoot);
   const rate = (secs: number[], bytes: number): Fig => fig(secs.map((s) => bytes / MiB / s));
   const ratio = (a: number[], b: number[]): Fig => fig(a.map((x, i) => x / b[i]!));
   const phase = (ps: ProtectTiming[], k: 'planSeconds' | 'sendSeconds' | 'tailSeconds'): Fig | null => (ps.every((p) => p[k] !== null) ? fig(ps.map((p) => p[k]!)) : null);
@@ -532,7 +547,7 @@ async function benchDelta(base: string): Promise<Record<string, unknown>> {
         }
       } finally {
         await closeVault(v, srcRoot, name);
-        for (const d of [srcRoot, dstRoot, vaultDir]) await rm(d, { recursive: true, force: true });
+        for (const d of [srcRoot, dstRoot, vaultDir]) await rmrf(d);
       }
     }
   }
@@ -605,7 +620,7 @@ async function benchRpo(base: string): Promise<{ result: Record<string, unknown>
         writer?.stop();
         await writer?.done.catch(() => undefined);
         await closeVault(v, srcRoot, name);
-        for (const d of [srcRoot, dstRoot, vaultDir]) await rm(d, { recursive: true, force: true });
+        for (const d of [srcRoot, dstRoot, vaultDir]) await rmrf(d);
       }
     }
   }
@@ -645,7 +660,7 @@ async function pointCost(base: string): Promise<Record<'plain' | 'luks', Fig>> {
       times.push((await timed(() => disk.applyPoint(randomUUID(), [{ offset: i * MiB, data }]))).seconds);
     }
     out[kind] = fig(times);
-    await rm(dir, { recursive: true, force: true });
+    await rmrf(dir);
   }
   return out as Record<'plain' | 'luks', Fig>;
 }
@@ -748,7 +763,7 @@ async function benchStore(base: string): Promise<Record<string, unknown>> {
     const baseBytes = await allocatedBytes(img);
     ratios.push(storeBytes / (baseBytes + windowBytes));
     detail.push({ storeMiB: round(storeBytes / MiB), baseMiB: round(baseBytes / MiB), windowMiB: round(windowBytes / MiB), layers, layersInWindow: inWindow, cycleSeconds: round(cycleSeconds), files });
-    for (const d of [srcRoot, dstRoot, vaultDir]) await rm(d, { recursive: true, force: true });
+    for (const d of [srcRoot, dstRoot, vaultDir]) await rmrf(d);
   }
   return {
     cycles: S.dayCycles,
@@ -835,7 +850,7 @@ async function benchResync(base: string): Promise<Record<string, unknown>> {
       await rm(b, { force: true });
     }
   }
-  await rm(dir, { recursive: true, force: true });
+  await rmrf(dir);
   return {
     imageMiB: S.resyncMiB,
     changedMiB: round(changed / MiB),
@@ -928,7 +943,7 @@ const out: Record<string, unknown> = { mode, runs: S.runs };
 let svgRel: string | null = null;
 const cleanup = async (): Promise<void> => {
   for (const stop of [...active]) await stop().catch(() => undefined);
-  if (!args.includes('--keep')) await rm(base, { recursive: true, force: true });
+  if (!args.includes('--keep')) await rmrf(base);
 };
 // Interrupted: stop the writers and vaults (and with them their qemu-nbd children) first.
 process.once('SIGINT', () => { void cleanup().finally(() => process.exit(130)); });
@@ -936,21 +951,41 @@ process.once('SIGTERM', () => { void cleanup().finally(() => process.exit(143));
 out['commit'] = process.env['REBOUND_BENCH_COMMIT'] ?? (await run('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD']).then((r) => r.stdout.trim(), () => 'unknown'));
 out['loadAverageAtStart'] = loadavg().map((x) => round(x, 2));
 log(`${mode} mode, scratch directory ${base}`);
+// Each finished part is saved at once; --resume takes finished parts of the same mode and commit
+// from that file instead of measuring them again (a crash hours in loses only the part it hit).
+const partialFile = join(outDir, `replication.partial.${mode}.json`);
+const done: Record<string, unknown> = {};
+if (args.includes('--resume') || process.env['REBOUND_BENCH_RESUME'] === '1') {
+  try {
+    const prev = JSON.parse(await readFile(partialFile, 'utf8')) as Record<string, unknown>;
+    if (prev['commit'] === out['commit']) Object.assign(done, prev['parts']);
+    log(`resuming: ${Object.keys(done).join(', ') || 'nothing'} already measured`);
+  } catch {
+    log('resuming: no earlier partial results');
+  }
+}
+const measure = async (part: Part, fn: () => Promise<unknown>): Promise<void> => {
+  if (!parts.has(part)) return;
+  out[part] = done[part] ?? (await fn());
+  done[part] = out[part];
+  await mkdir(outDir, { recursive: true });
+  await writeFile(partialFile, JSON.stringify({ commit: out['commit'], parts: done }));
+};
 try {
-  if (parts.has('initial')) out['initial'] = await benchInitial(base);
-  if (parts.has('delta')) out['delta'] = await benchDelta(base);
-  if (parts.has('rpo')) {
+  await measure('initial', () => benchInitial(base));
+  await measure('delta', () => benchDelta(base));
+  await measure('rpo', async () => {
     const { result, runs } = await benchRpo(base);
-    out['rpo'] = result;
     await mkdir(outDir, { recursive: true });
     const stem = mode === 'full' ? 'rpo' : `rpo.${mode}`;
     await writeFile(join(outDir, `${stem}.svg`), rpoSvg(runs));
     await writeFile(join(outDir, `${stem}-samples.json`), JSON.stringify(runs));
-    svgRel = relative(REPO, join(outDir, `${stem}.svg`));
-    (out['rpo'] as Record<string, unknown>)['svg'] = svgRel;
-  }
-  if (parts.has('store')) out['store'] = await benchStore(base);
-  if (parts.has('resync')) out['resync'] = await benchResync(base);
+    return { ...result, svg: relative(REPO, join(outDir, `${stem}.svg`)) };
+  });
+  const svg = (out['rpo'] as { svg?: unknown } | undefined)?.svg;
+  if (typeof svg === 'string') svgRel = svg;
+  await measure('store', () => benchStore(base));
+  await measure('resync', () => benchResync(base));
   out['loadAverageAtEnd'] = loadavg().map((x) => round(x, 2));
   out['seconds'] = round((performance.now() - started) / 1000);
   out['markdown'] = markdown(out, svgRel);
