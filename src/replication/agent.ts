@@ -125,7 +125,11 @@ export class Agent {
       }
     }
     try {
-      return await this.#cycle(a, signal, true);
+      const since = Date.now();
+      const first = await this.#cycle(a, signal, true);
+      // A point the worker had open was adopted and finished first; it was taken before this
+      // call (before the source stopped, in a planned failover), so the last point is a new one.
+      return first.takenAt < since ? await this.#cycle(a, signal, true) : first;
     } finally {
       if (opened) await p.powerOff(a.machine).catch((err: unknown) => this.#o.logger.warn({ err, item: a.itemId }, 'agent: closing the paused machine failed'));
     }
