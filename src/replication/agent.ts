@@ -240,6 +240,9 @@ export class Agent {
           const byDigests = fullCopy && (a.resyncMode === 'digests' || (a.resync === null && last?.seeded === true && status?.state === 'lost'));
           const digests = byDigests ? await this.#differences(a, d, signal, a.resyncMode === 'digests' ? undefined : last?.pointId) : null;
           if (digests) ranges = digests;
+          // A full resync over a replica that already holds data must also overwrite what is a
+          // hole at the source now, or old data would stay there: the whole disk is sent.
+          else if (fullCopy && a.resync !== null && last?.seeded === true) ranges = [{ offset: 0, length: d.disk.sizeBytes }];
           else if (fullCopy || d.changes.kind === 'all') ranges = d.allocated ? await d.allocated(signal) : [{ offset: 0, length: d.disk.sizeBytes }];
           else ranges = d.changes.extents;
           plans.push(planDisk(d.disk.id, d.disk.sizeBytes, ranges, DEFAULT_REPLICA_BLOCK));
