@@ -68,9 +68,19 @@ export interface Spawned {
   forgetSecrets(): Promise<void>;
 }
 
+/** Long-running children (qemu-nbd) die with this process where util-linux's setpriv can ask
+ * the kernel for it (PR_SET_PDEATHSIG; setpriv execs, so the pid stays the child's). A qemu-nbd
+ * started by a server that is then killed before it connects waits for a first client forever,
+ * holding its image's write lock: the restarted master target could never resume that staged
+ * point (found by the soak: clock-backward seed 5001, kill -9). */
+const SETPRIV = existsSync('/usr/bin/setpriv') ? '/usr/bin/setpriv' : null;
+
 export async function spawnWithSecrets(cmd: string, args: readonly string[], secrets: readonly Secret[]): Promise<Spawned> {
   const sf = await secretFiles(secrets);
-  const child = spawn(cmd, [...sf.args, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const argv = [...sf.args, ...args];
+  const child = SETPRIV
+    ? spawn(SETPRIV, ['--pdeathsig', 'KILL', '--', cmd, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(cmd, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr?.on('data', (c: Buffer) => (err += c.toString()));
   child.stdout?.resume();

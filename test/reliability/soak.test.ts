@@ -196,6 +196,37 @@ test('the process server keeps forwarding after an agent resends a transfer it a
   }
 });
 
+test('a qemu-nbd the replica store started dies with the process that started it (found by the soak: clock-backward, seed 5001)', async () => {
+  // A server killed after starting qemu-nbd but before connecting to it left qemu-nbd waiting for
+  // a first client forever, holding the image's write lock.
+  const img = join(dir, 'orphan.qcow2');
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', img, '1M']);
+  const pidFile = join(dir, 'orphan.pid');
+  const script = `import { spawnWithSecrets } from ${JSON.stringify(join(import.meta.dirname, '../../src/replica/qemu.ts'))};
+const s = await spawnWithSecrets('qemu-nbd', ['--socket=${join(dir, 'orphan.sock')}', '--pid-file=${pidFile}', '${img}'], []);
+console.log(s.child.pid); setInterval(() => undefined, 1000);`;
+  const { spawn } = await import('node:child_process');
+  const parent = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const nbdPid = await new Promise<number>((resolve, reject) => {
+    parent.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
+    parent.once('exit', (code) => reject(new Error(`the parent exited (${code}) before starting qemu-nbd`)));
+  });
+  const alive = async (pid: number): Promise<boolean> => {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => null);
+    return stat !== null && !/^\d+ \(.*\) [ZX]/.test(stat);
+  };
+  for (let i = 0; i < 200 && !(await readFile(pidFile, 'utf8').catch(() => null)); i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(await alive(nbdPid), true, 'qemu-nbd runs, waiting for a client');
+  parent.kill('SIGKILL');
+  let gone = false;
+  for (let i = 0; i < 100 && !gone; i++) {
+    gone = !(await alive(nbdPid));
+    if (!gone) await new Promise((r) => setTimeout(r, 50));
+  }
+  if (!gone) process.kill(nbdPid, 'SIGKILL');
+  assert.equal(gone, true, `qemu-nbd ${nbdPid} outlived the process that started it`);
+});
+
 test('stamp scans read any source through a callback', async () => {
   const buf = Buffer.alloc(4 * STAMP_SIZE);
   Buffer.from(encodeStamp(STAMP_SIZE, 3, 1n)).copy(buf, STAMP_SIZE);
