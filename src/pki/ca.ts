@@ -23,7 +23,10 @@ export type ComponentRole = (typeof COMPONENT_ROLES)[number];
 const CA_YEARS = 10;
 const DEFAULT_DAYS = 365;
 const MAX_DAYS = 5 * 366;
-const SKEW_MS = 5 * 60_000; // certificates start a little in the past: clocks differ between hosts
+// Certificates start a day before the issuing clock: clocks differ between hosts, and a clock that
+// is stepped back after issuing (NTP correcting a clock that ran ahead) must not make every
+// certificate "not yet valid" to OpenSSL. Lifetimes count from the issuing clock, not from here.
+export const BACKDATE_MS = 86_400_000;
 const WRAP_AAD_PREFIX = 'rebound/pki/ca-key/v1:';
 
 export interface IssueRequest {
@@ -107,8 +110,8 @@ export function unwrapCaKey(stored: StoredCa, wrap: Buffer): Buffer {
 
 async function createCa(wrap: Buffer): Promise<StoredCa> {
   const keys = await generateKeyPair();
-  const notBefore = new Date(Date.now() - SKEW_MS);
-  const notAfter = new Date(notBefore);
+  const notBefore = new Date(Date.now() - BACKDATE_MS);
+  const notAfter = new Date(Date.now());
   notAfter.setUTCFullYear(notAfter.getUTCFullYear() + CA_YEARS);
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
@@ -186,8 +189,9 @@ class VaultCa implements Ca {
     if (!Number.isInteger(days) || days < 1 || days > MAX_DAYS) {
       throw invalid('cert-days-invalid', `a certificate lifetime of ${days} days is not allowed: give a whole number of days from 1 to ${MAX_DAYS}.`);
     }
-    const notBefore = new Date(Date.now() - SKEW_MS);
-    const wanted = new Date(notBefore.getTime() + days * 86_400_000 + SKEW_MS);
+    const issuedAt = Date.now();
+    const notBefore = new Date(issuedAt - BACKDATE_MS);
+    const wanted = new Date(issuedAt + days * 86_400_000);
     const notAfter = wanted > this.#cert.notAfter ? this.#cert.notAfter : wanted;
     const serial = randomSerial();
     const cert = await x509.X509CertificateGenerator.create({

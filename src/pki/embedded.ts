@@ -3,12 +3,16 @@
 // so that listeners that pin the peer's role (a process server takes agents, a master target
 // takes process servers) work the same embedded as with separate processes. Each start issues
 // new ones; they are not registered components, so there is nothing to revoke: they die with
-// the process and expire after a week at the latest.
+// the process. Nothing renews them while the process runs, so they live a year (EMBEDDED_DAYS):
+// longer than a server runs between restarts, and never beyond the vault CA's own expiry.
 import { isIP } from 'node:net';
 import type { Store } from '../store/open.ts';
 import { COMPONENT_ROLES, loadOrCreateCa } from './ca.ts';
 import type { Ca, ComponentRole } from './ca.ts';
 import type { TlsMaterial } from './tls.ts';
+
+/** Lifetime of the embedded roles' certificates (issued at each start, never renewed in-process). */
+export const EMBEDDED_DAYS = 365;
 
 export type EmbeddedMaterial = Record<ComponentRole, TlsMaterial>;
 
@@ -26,7 +30,7 @@ export async function issueEmbeddedMaterial(ca: Ca, o: EmbeddedTlsOptions = {}):
   const dnsNames = hosts.filter((h) => isIP(h) === 0);
   const out = {} as EmbeddedMaterial;
   for (const role of COMPONENT_ROLES) {
-    const l = await ca.issueLocal({ commonName: `embedded ${role}`, role, componentId: o.componentId ?? 'embedded', ips, dnsNames, days: o.days ?? 7 });
+    const l = await ca.issueLocal({ commonName: `embedded ${role}`, role, componentId: o.componentId ?? 'embedded', ips, dnsNames, days: o.days ?? EMBEDDED_DAYS });
     out[role] = { ca: ca.certPem, cert: l.certPem, key: l.keyPem };
   }
   return out;

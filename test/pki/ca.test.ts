@@ -4,12 +4,16 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, X509Certificate, createPrivateKey } from 'node:crypto';
+import tls from 'node:tls';
+import type { AddressInfo } from 'node:net';
 import { openStore } from '../../src/store/open.ts';
 import { getSetting } from '../../src/store/settings.ts';
 import { CA_SETTING, loadOrCreateCa, unwrapCaKey } from '../../src/pki/ca.ts';
 import type { StoredCa } from '../../src/pki/ca.ts';
 import { generateKeyAndCsr } from '../../src/pki/keys.ts';
-import { identityFromCertificate } from '../../src/pki/tls.ts';
+import { issueEmbeddedMaterial } from '../../src/pki/embedded.ts';
+import { clientOptions, createMtlsServer, identityFromCertificate, peerChecker } from '../../src/pki/tls.ts';
+import type { TlsMaterial } from '../../src/pki/tls.ts';
 import { freshPostgresDatabase, withStore, withStores } from '../support/db.ts';
 
 describe('vault CA', () => {
@@ -20,8 +24,9 @@ describe('vault CA', () => {
       const caCert = new X509Certificate(ca.certPem);
       assert.equal(caCert.ca, true);
       assert.ok(caCert.verify(caCert.publicKey), 'the CA is self-signed');
-      const years = (Date.parse(caCert.validTo) - Date.parse(caCert.validFrom)) / (365.25 * 86_400_000);
+      const years = (Date.parse(caCert.validTo) - Date.now()) / (365.25 * 86_400_000);
       assert.ok(years > 9.9 && years < 10.1, `CA lifetime ${years} years`);
+      assert.ok(Date.parse(caCert.validFrom) <= Date.now() - 23 * 3600_000, `the CA is valid from a day back (${caCert.validFrom})`);
 
       // The CSR asks for another name; the certificate carries the vault's.
       const { csrPem, keyPem } = await generateKeyAndCsr('evil.example');
@@ -35,8 +40,10 @@ describe('vault CA', () => {
       assert.doesNotMatch(cert.subject + (cert.subjectAltName ?? ''), /evil/);
       assert.equal(cert.subjectAltName, 'DNS:ps1.example.net, IP Address:127.0.0.1, URI:urn:rebound:component:c-123:process-server');
       assert.deepEqual(cert.keyUsage?.sort(), ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2']);
-      const days = (Date.parse(cert.validTo) - Date.parse(cert.validFrom)) / 86_400_000;
+      // Lifetimes count from the issuing clock; validity starts a day before it (BACKDATE_MS).
+      const days = (Date.parse(cert.validTo) - Date.now()) / 86_400_000;
       assert.ok(days > 29.9 && days < 30.1, `lifetime ${days} days`);
+      assert.ok(Date.parse(cert.validFrom) <= Date.now() - 23 * 3600_000, `valid from a day back (${cert.validFrom})`);
       assert.deepEqual(identityFromCertificate(cert), { componentId: 'c-123', role: 'process-server', serial: issued.serial });
       assert.equal(issued.serial, cert.serialNumber.toLowerCase());
 
@@ -116,5 +123,57 @@ describe('vault CA', () => {
     } finally {
       await Promise.all(stores.map((s) => s.close()));
     }
+  });
+
+  it('certificates issued under a clock that ran hours ahead still work once the clock is set back (soak seed 3018)', async () => {
+    // A server whose clock ran ahead issues its certificates at start; the clock is then
+    // corrected. OpenSSL checks validity on the real clock: a certificate that starts only a few
+    // minutes before the issuing clock is "not yet valid" then, and every data connection fails.
+    await withStore('sqlite', async ({ store }) => {
+      const realNow = Date.now;
+      Date.now = () => realNow() + 3 * 3600_000;
+      let ca;
+      const issue = async (role: 'agent' | 'process-server', id: string): Promise<TlsMaterial> => {
+        const l = await ca!.issueLocal({ commonName: id, role, componentId: id, ips: ['127.0.0.1'], days: 7 });
+        return { ca: ca!.certPem, cert: l.certPem, key: l.keyPem };
+      };
+      let server: TlsMaterial;
+      let client: TlsMaterial;
+      try {
+        ca = await loadOrCreateCa(store, randomBytes(32));
+        server = await issue('process-server', 'ps-ahead');
+        client = await issue('agent', 'agent-ahead');
+      } finally {
+        Date.now = realNow;
+      }
+      const srv = createMtlsServer({ material: server, check: peerChecker({ roles: ['agent'] }) }, (socket) => socket.end('ok\n'));
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+      try {
+        const port = (srv.address() as AddressInfo).port;
+        const outcome = await new Promise<string>((resolve) => {
+          const s = tls.connect({ host: '127.0.0.1', port, ...clientOptions(client) });
+          let got = '';
+          s.on('data', (d: Buffer) => { got += d.toString(); });
+          s.on('end', () => resolve(got.trim()));
+          s.on('error', (err) => resolve(`error: ${err.message}`));
+        });
+        assert.equal(outcome, 'ok', 'the handshake succeeds at the real time, 3 hours before the issuing clock');
+      } finally {
+        await new Promise<void>((r) => srv.close(() => r()));
+      }
+    });
+  });
+
+  it("the embedded roles' certificates, issued once per start and never renewed, live a year", async () => {
+    await withStore('sqlite', async ({ store }) => {
+      const ca = await loadOrCreateCa(store, randomBytes(32));
+      const m = await issueEmbeddedMaterial(ca);
+      for (const role of ['agent', 'process-server', 'master-target'] as const) {
+        const c = new X509Certificate(m[role].cert);
+        const days = (Date.parse(c.validTo) - Date.now()) / 86_400_000;
+        assert.ok(days > 364.9, `${role}: ${days} days`);
+        assert.ok(Date.parse(c.validFrom) <= Date.now() - 23 * 3600_000, `${role}: valid from a day back`);
+      }
+    });
   });
 });
