@@ -37,6 +37,7 @@ const RULES: readonly Rule[] = [
   { method: 'POST', path: '/plans', role: 'operator' },
   { method: 'POST', path: '/plans/:name/actions', role: 'operator' },
   { method: 'POST', path: '/plans/:name/:action', role: 'operator' },
+  { method: 'PUT', path: '/plans/:name', role: 'operator' },
   { method: 'DELETE', path: '/plans/:name', role: 'operator' },
   { method: 'POST', path: '/jobs/:id/cancel', role: 'operator' },
   { method: 'POST', path: '/jobs/:id/resume', role: 'operator' },

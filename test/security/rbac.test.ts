@@ -42,6 +42,7 @@ const DOCUMENTED: Record<string, Role> = {
   'POST /plans': 'operator',
   'GET /plans/{name}': 'reader',
   'POST /plans/{name}/actions': 'operator',
+  'PUT /plans/{name}': 'operator',
   'GET /jobs': 'reader',
   'GET /jobs/{id}': 'reader',
   'GET /jobs/{id}/events': 'reader',

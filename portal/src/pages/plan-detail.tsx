@@ -2,7 +2,7 @@
 // plan's jobs (a waiting one is resumed on its page), (operator) adding a script or manual action
 // to a group, and the whole plan's verbs the machines' states allow: test failover and cleanup,
 // planned or unplanned failover (or failback) with the direction stated, commit, reverse
-// replication; and deleting the plan.
+// replication; editing its groups and actions (plan-editor.tsx); and deleting the plan.
 import { useState } from 'react';
 import { ApiError, all, describeError, get, post, request, seg } from '../api/client.ts';
 import { canOperate } from '../api/session.ts';
@@ -21,12 +21,11 @@ import { allowedVerbs, canStop, VERB_LABELS, wayOf } from '../lifecycle.ts';
 import type { Way } from '../lifecycle.ts';
 import { Link, navigate } from '../router.tsx';
 import { FailoverDialog } from './failover-dialog.tsx';
+import { describeAction as describe, PlanEditor } from './plan-editor.tsx';
 import type { FailoverBody } from './failover-dialog.tsx';
 
 type Verb = 'test-failover' | 'test-cleanup' | 'failover' | 'commit' | 'reverse-replicate';
 const VERBS: Verb[] = ['test-failover', 'test-cleanup', 'failover', 'commit', 'reverse-replicate'];
-
-const describe = (a: PlanAction) => (a.kind === 'script' ? `script ${a.path}${a.timeoutSeconds === undefined ? '' : ` (timeout ${a.timeoutSeconds} s)`}` : `manual: ${a.text}`);
 
 interface Loaded {
   plan: Plan;
@@ -88,6 +87,8 @@ export function PlanDetail({ name, session }: { name: string; session: Session }
   const [error, setError] = useState<string | null>(null);
   const [point, setPoint] = useState('latest');
   const [notes, setNotes] = useState('');
+  const [editing, setEditing] = useState(false);
+  const [saved, setSaved] = useState<string | null>(null);
   const operator = canOperate(session);
 
   const act = (verb: Verb, body: unknown) => {
@@ -225,12 +226,42 @@ export function PlanDetail({ name, session }: { name: string; session: Session }
                         : 'No action fits every machine of the plan in its current state.'}
                   </p>
                 )}
+                {!unfinished && !editing && (
+                  <button
+                    type="button"
+                    className="secondary"
+                    onClick={() => {
+                      setSaved(null);
+                      setEditing(true);
+                    }}
+                  >
+                    Edit groups and actions
+                  </button>
+                )}
                 <button type="button" className="secondary" onClick={() => open('delete')}>
                   Delete plan
                 </button>
               </div>
               {error !== null && dialog === null && errorNote}
-              <AddAction plan={d.plan} reload={r.reload} />
+              {saved !== null && (
+                <p className="notice ok" role="status">
+                  {saved}
+                </p>
+              )}
+              {editing && !unfinished && (
+                <PlanEditor
+                  key={d.plan.updatedAt}
+                  plan={d.plan}
+                  machines={[...d.machines.values()]}
+                  onCancel={() => setEditing(false)}
+                  onSaved={(p) => {
+                    setEditing(false);
+                    setSaved(`Plan ${p.name} saved: ${p.groups.length} group${p.groups.length === 1 ? '' : 's'}.`);
+                    r.reload();
+                  }}
+                />
+              )}
+              {!editing && <AddAction plan={d.plan} reload={r.reload} />}
             </>
           )}
           <h2>Jobs of this plan</h2>

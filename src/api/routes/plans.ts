@@ -1,8 +1,8 @@
 // /plans: recovery plans (ordered groups of machines with script and manual actions before and
-// after each group) and their verbs. Create, list, show, add an action, delete; and
-// POST /plans/:name/{test-failover,test-cleanup,failover,commit,reverse-replicate}, which check
-// the whole plan first (every machine protected, at one site, the lifecycle allows the verb on
-// each; src/vault/jobs/plan.ts) and answer 202 with the plan's job.
+// after each group) and their verbs. Create, list, show, edit (PUT: groups and actions), add an
+// action, delete; and POST /plans/:name/{test-failover,test-cleanup,failover,commit,
+// reverse-replicate}, which check the whole plan first (every machine protected, at one site, the
+// lifecycle allows the verb on each; src/vault/jobs/plan.ts) and answer 202 with the plan's job.
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
@@ -14,7 +14,8 @@ import { parsePointChoice } from '../../domain/points.ts';
 import { nameProblem, validateName } from '../../domain/names.ts';
 import { newId, now, parseJson } from '../../store/open.ts';
 import type { Row } from '../../store/schema.ts';
-import { activePlanJob, checkScript, machineAction, PLAN_VERBS, planRow, preparePlanRun } from '../../vault/jobs/plan.ts';
+import { activePlanJob, checkScript, loadPlan, machineAction, PLAN_VERBS, planRow, preparePlanRun } from '../../vault/jobs/plan.ts';
+import { checkFailbackHost } from './item-actions.ts';
 import type { PlanVerb } from '../../vault/jobs/plan.ts';
 import type { ApiDeps } from '../deps.ts';
 import { principalOf } from '../deps.ts';
@@ -42,6 +43,13 @@ const GroupIn = Type.Object(
   { additionalProperties: false },
 );
 const CreatePlan = Type.Object({ name: PlanName, groups: Type.Array(GroupIn, { maxItems: 100 }) }, { additionalProperties: false });
+const EditPlan = Type.Object(
+  {
+    groups: Type.Array(GroupIn, { maxItems: 100 }),
+    updatedAt: Type.Optional(Type.Integer({ description: 'the updatedAt the edit was made from: 409 plan-changed when the plan changed since' })),
+  },
+  { additionalProperties: false },
+);
 const AddAction = Type.Object(
   { group: Type.Integer({ minimum: 1, description: 'the group, counted from 1' }), when: Type.Union([Type.Literal('before'), Type.Literal('after')]), action: Action },
   { additionalProperties: false },
@@ -136,6 +144,28 @@ export function planRoutes(app: FastifyInstance, deps: ApiDeps): void {
     return reply.code(201).send({ ...view, updatedAt: t });
   });
 
+  // Replaces the plan's groups and their actions (the portal's group editor): the same checks as
+  // a new plan, refused while a job of the plan is unfinished (it runs from the plan's groups).
+  app.put('/plans/:name', { schema: { tags: ['plans'], params: NameParam, body: EditPlan, response: { 200: Plan, ...errors(400, 401, 403, 404, 409) } } }, async (req) => {
+    const { name } = req.params as Static<typeof NameParam>;
+    const body = req.body as Static<typeof EditPlan>;
+    const r = await row(name);
+    if (body.updatedAt !== undefined && body.updatedAt !== Number(r.updated_at)) {
+      throw conflict('plan-changed', `plan ${name} changed since it was read (updated ${new Date(Number(r.updated_at)).toISOString()}): look at it again (rebound plan show ${name}) and redo the edit.`);
+    }
+    const busy = await activePlanJob(deps.store, r.name);
+    if (busy) throw conflict('plan-busy', `plan ${name} has job ${busy.id} (${busy.kind}, ${busy.state}): let it finish or cancel it (rebound job cancel ${busy.id}) before changing the plan.`);
+    const named = [...new Set(body.groups.flatMap((g) => g.machines))];
+    const valid = named.filter((m) => nameProblem(m) === null);
+    const known = new Set(valid.length === 0 ? [] : (await db.selectFrom('machines').select('name').where('name', 'in', valid).execute()).map((m) => m.name));
+    const spec = validatePlan({ name: r.name, groups: body.groups }, known);
+    for (const g of spec.groups) for (const a of [...g.before, ...g.after]) await checkAction(a);
+    const t = Math.max(now(), Number(r.updated_at) + 1);
+    const res = await db.updateTable('recovery_plans').set({ spec: JSON.stringify({ groups: spec.groups }), updated_at: t }).where('id', '=', r.id).where('updated_at', '=', r.updated_at).executeTakeFirst();
+    if (Number(res.numUpdatedRows) !== 1) throw conflict('plan-changed', `plan ${name} changed while it was edited: look at it again (rebound plan show ${name}) and redo the edit.`);
+    return planView({ ...r, spec: JSON.stringify({ groups: spec.groups }), updated_at: t });
+  });
+
   app.delete('/plans/:name', { schema: { tags: ['plans'], params: NameParam, response: { 200: Plan, ...errors(400, 401, 403, 404, 409) } } }, async (req) => {
     const { name } = req.params as Static<typeof NameParam>;
     const r = await row(name);
@@ -163,7 +193,8 @@ export function planRoutes(app: FastifyInstance, deps: ApiDeps): void {
           ...(b.host === undefined ? {} : { host: validateName(b.host, 'host') }),
         };
         if (failover.host !== undefined) {
-          throw conflict('not-implemented', `failback to an alternate host is not available in this build: every site runs its machines on its local host. Drop --host.`);
+          const plan = await loadPlan(deps.store, name);
+          for (const m of new Set(plan.groups.flatMap((g) => g.machines))) await checkFailbackHost(deps.store, actions, m, failover.host);
         }
       }
       if (verb === 'test-cleanup' && (b.notes ?? '').trim() === '') throw invalid('notes-required', `test-cleanup of plan ${name} needs notes: say what the drill showed (--notes TEXT).`);
