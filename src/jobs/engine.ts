@@ -414,6 +414,13 @@ export class JobEngine {
         eb.or([
           eb.and([eb('state', '=', 'queued'), eb('run_after', '<=', t)]),
           eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '<', t)]),
+          // A lease can end at most one lease length after its holder's clock; one that ends
+          // further ahead than that (plus one more lease length for clock differences between
+          // servers) was taken before this clock went back, and its holder is dead or has lost
+          // it: it counts as expired. Our own running jobs are left to their heartbeat, which
+          // moves the lease to the new clock. The `locked_by` fencing keeps a stale holder from
+          // writing.
+          eb.and([eb('state', '=', 'running'), eb('lease_expires_at', '>', t + 2 * this.#leaseMs), eb('locked_by', '!=', this.workerId)]),
         ]),
       )
       .orderBy('run_after')

@@ -118,6 +118,34 @@ for (const dialect of dialects) {
       }
     });
 
+    it('a lease left by a killed worker before the clock went back counts as expired (soak seed 5008)', async () => {
+      const ts = await freshStore(dialect);
+      const leaseMs = 5000;
+      const engine = new JobEngine({ store: ts.store, workerId: 'restarted', leaseMs, pollMs: 20 });
+      const runs: string[] = [];
+      engine.register({ kind: 'resumable', describe: () => [{ name: 'one' }], runTask: (ctx) => { runs.push(ctx.job.id); return Promise.resolve('done'); } });
+      try {
+        const stuck = await engine.enqueue({ kind: 'resumable', params: {}, createdBy: 'test' });
+        const live = await engine.enqueue({ kind: 'resumable', params: {}, createdBy: 'test' });
+        const t = Date.now();
+        // A worker killed while its clock was 2 hours ahead (its lease ends 2 h from now), and a
+        // live worker on another server whose lease ends within one lease length.
+        await ts.store.db.updateTable('jobs').set({ state: 'running', locked_by: 'killed', locked_at: t, lease_expires_at: t + 2 * 3600_000, attempts: 1 }).where('id', '=', stuck.id).execute();
+        await ts.store.db.updateTable('jobs').set({ state: 'running', locked_by: 'other-server', locked_at: t, lease_expires_at: t + leaseMs + 500, attempts: 1 }).where('id', '=', live.id).execute();
+        engine.start();
+        const done = await waitState(engine, stuck.id, ['succeeded', 'failed']);
+        assert.ok(Date.now() - t < 5000, 'taken over at once, not 2 hours later');
+        assert.equal(done.state, 'succeeded');
+        assert.equal(done.attempts, 2);
+        const other = await engine.get(live.id);
+        assert.equal(other?.state, 'running', 'a lease within one lease length (plus clock differences) is left to its holder');
+        assert.deepEqual(runs, [stuck.id]);
+      } finally {
+        await engine.stop();
+        await ts.cleanup();
+      }
+    });
+
     it('a frozen worker (SIGSTOP) is taken over by another process and, thawed, writes nothing', async () => {
       const ts = await freshStore(dialect);
       const dir = mkdtempSync(path.join(tmpdir(), 'rebound-stop-'));
