@@ -202,7 +202,13 @@ export class ReplicationCatalogue {
         .insertInto('recovery_points')
         .values({ id: p.pointId, item_id: p.itemId, taken_at: p.takenAt, kind: p.kind, group_point_id: null, status: 'ok', disks: JSON.stringify({ seq: p.pointSeq, disks: p.disks }), created_at: now() })
         .execute();
-      if (item.last_point_at === null || Number(item.last_point_at) < p.takenAt) {
+      // The item's last point is its newest in the order points are taken (their ids only grow,
+      // newestFirst in recovery-context.ts), whatever the clock said: after a backward clock jump
+      // the newest point carries an earlier time than older ones, and RPO and health must follow
+      // it, not a time that only passes once the clock catches up.
+      const others = await tx.selectFrom('recovery_points').select('id').where('item_id', '=', p.itemId).execute();
+      const newest = others.every((o) => o.id <= p.pointId);
+      if (newest && (item.last_point_at === null || Number(item.last_point_at) !== p.takenAt)) {
         await tx.updateTable('protected_items').set({ last_point_at: p.takenAt, updated_at: now() }).where('id', '=', p.itemId).execute();
       }
     });

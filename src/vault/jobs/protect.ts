@@ -9,6 +9,7 @@ import { conflict } from '../../domain/errors.ts';
 import type { JobDefinition, TaskContext } from '../../jobs/types.ts';
 import type { RecoveryPlane } from '../recovery-plane.ts';
 import { stateOrNull } from './failover.ts';
+import { newestFirst } from './recovery-context.ts';
 import { exists, loadRecovery, placementAt, site, updateDetails } from './recovery-context.ts';
 import { parseJson } from '../../store/open.ts';
 import type { Store } from '../../store/open.ts';
@@ -75,13 +76,25 @@ function followJob(store: Store, actions: ItemActions): { steps: { name: string 
       if (seq === 0) {
         let lastPct = -1;
         let logged = false;
+        // The point this job waits for is newer (newestFirst: by id, not by time) than every
+        // point the item had when the job was created. Not `taken_at >= createdAt`: after the
+        // clock went back, no point is taken "after" the job's creation until real time passes
+        // the old clock. The points that existed are those created before the job (the vault's
+        // clock), found once on the task's first run and kept in its checkpoint; a clock gone
+        // back in between makes that set larger, which costs one more cycle at most.
+        let after = (ctx.checkpoint as { afterPoint?: string } | undefined)?.afterPoint;
+        if (after === undefined) {
+          const existing = await store.db.selectFrom('recovery_points').select('id').where('item_id', '=', itemId).where('created_at', '<', ctx.job.createdAt).execute();
+          after = newestFirst(existing)[0]?.id ?? '';
+          await ctx.saveCheckpoint({ afterPoint: after });
+        }
         for (;;) {
           ctx.signal.throwIfAborted();
           const item = await store.db.selectFrom('protected_items').select(['last_point_at', 'details', 'state']).where('id', '=', itemId).executeTakeFirst();
           if (!item) throw new ReboundError('not-found', 'item.not-found', `${machine} is no longer protected.`);
           const d = parseJson<{ replication?: { bytesDone?: number; bytesTotal?: number; pointId?: string } }>(item.details, {});
-          const newest = await store.db.selectFrom('recovery_points').select(['id', 'taken_at']).where('item_id', '=', itemId).where('status', '=', 'ok').where('taken_at', '>=', ctx.job.createdAt).orderBy('taken_at', 'desc').limit(1).executeTakeFirst();
-          if (newest) {
+          const newest = newestFirst(await store.db.selectFrom('recovery_points').select(['id', 'taken_at']).where('item_id', '=', itemId).where('status', '=', 'ok').execute())[0];
+          if (newest && newest.id > after) {
             await ctx.log(`first recovery point ${newest.id} recorded (${new Date(Number(newest.taken_at)).toISOString()}).`);
             return { firstPoint: newest.id };
           }

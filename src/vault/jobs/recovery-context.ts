@@ -89,13 +89,26 @@ export interface ChosenPoint {
   kind: string;
 }
 
-/** Resolves a point choice against the item's usable points (newest first). */
+/**
+ * An item's points, newest first, in the order they were taken — not by `taken_at`, which goes
+ * back with the wall clock (after a backward jump the newest point carries an earlier time than
+ * older ones). Point ids only grow per item: they are UUIDv7, the agent takes the id after its
+ * last one when the clock went back (pointIdAfter), and the replica store refuses a point whose
+ * id is not newer than its newest. The points' sequence numbers (`disks.seq`) grow too, but
+ * start again at 1 when an agent's state is lost, while ids keep growing; so ids decide.
+ * Compared as strings in JavaScript (code-point order), not by a database collation.
+ */
+export function newestFirst<T extends { id: string }>(rows: readonly T[]): T[] {
+  return [...rows].sort((a, b) => (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+}
+
+/** Resolves a point choice against the item's usable points (newest first, newestFirst). */
 export async function choosePoint(store: Store, itemId: string, machine: string, choice: string): Promise<ChosenPoint> {
   let q = store.db.selectFrom('recovery_points').select(['id', 'taken_at', 'kind', 'status']).where('item_id', '=', itemId);
   if (choice === 'latest' || choice === 'latest-processed') q = q.where('status', '=', 'ok');
   else if (choice === 'latest-app-consistent') q = q.where('status', '=', 'ok').where('kind', '=', 'app');
   else q = q.where('id', '=', choice);
-  const row = await q.orderBy('taken_at', 'desc').orderBy('id', 'desc').limit(1).executeTakeFirst();
+  const row = newestFirst(await q.execute())[0];
   if (!row) {
     if (choice === 'latest-app-consistent') throw conflict('no-app-consistent-point', `${machine} has no app-consistent recovery point: choose latest or a point id (rebound points ${machine}), or set an app-consistent frequency on its policy.`);
     if (choice === 'latest' || choice === 'latest-processed') throw conflict('no-recovery-point', `${machine} has no usable recovery point.`);
