@@ -3,7 +3,7 @@
 // ReboundErrors marked retryable when the vault is unreachable, so a role rides out a vault
 // restart.
 import { ReboundError } from '../domain/errors.ts';
-import type { AgentLink, Assignment, MasterTargetLink, PointRecord, ProcessServerLink, ProgressReport } from './link.ts';
+import type { AgentLink, Assignment, GroupPointRecord, MasterTargetLink, PointRecord, ProcessServerLink, ProgressReport } from './link.ts';
 
 export class VaultClient {
   readonly url: string;
@@ -41,6 +41,7 @@ export class VaultClient {
       progress: async (r: ProgressReport) => { await this.call('POST', '/replication/progress', r); },
       resynced: async (itemId) => { await this.call('POST', '/replication/resynced', { itemId }); },
       event: async (itemId, kind, message, data) => { await this.call('POST', '/replication/events', { itemId, kind, message, ...(data ? { data } : {}) }); },
+      groupPoint: async (r: GroupPointRecord) => { await this.call('POST', '/replication/group-points', r); },
     };
   }
 

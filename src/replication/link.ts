@@ -39,6 +39,9 @@ export interface Assignment {
   resyncMode: 'full' | 'digests' | null;
   /** Machine config (physical hooks etc.). */
   config: Record<string, unknown>;
+  /** Replication group: the agent takes the group's points at one barrier across its machines
+   * (every member shares the pairing, so the policy and source site). Null: on its own. */
+  group: string | null;
 }
 
 export interface ProgressReport {
@@ -54,6 +57,20 @@ export interface ProgressReport {
   takenAt: number;
 }
 
+/** A replication group's point: one barrier across its members, one point per member. */
+export interface GroupPointRecord {
+  groupPointId: string;
+  group: string;
+  /** The group's point sequence (from 1). */
+  seq: number;
+  takenAt: number;
+  /** 'app' only when every member's freeze succeeded. */
+  kind: 'crash' | 'app';
+  /** How long the members were held at the barrier (ms). */
+  pauseMs: number;
+  members: { itemId: string; pointId: string }[];
+}
+
 export interface AgentLink {
   /** Items whose source is one of this agent's sites and which replicate now. */
   assignments(): Promise<Assignment[]>;
@@ -61,6 +78,9 @@ export interface AgentLink {
   /** The agent did the full copy a resync asked for. */
   resynced(itemId: string): Promise<void>;
   event(itemId: string, kind: string, message: string, data?: Record<string, unknown>): Promise<void>;
+  /** Records a group point before its member points are sent (idempotent); the vault ties each
+   * member's recovery point to it when the master target records that point. */
+  groupPoint(r: GroupPointRecord): Promise<void>;
 }
 
 export interface PointRecord {

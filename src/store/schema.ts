@@ -88,6 +88,24 @@ export interface RecoveryPointTable {
   created_at: number;
 }
 
+/** A point of a replication group: one barrier across all its machines (migration 0003). */
+export interface GroupPointTable {
+  id: string;
+  group_name: string;
+  seq: number; // the group's point sequence, from 1
+  taken_at: number; // the barrier's instant
+  kind: string; // 'crash' | 'app' (app only when every member's freeze succeeded)
+  pause_ms: number | null; // how long the members were held at the barrier
+  created_at: number;
+}
+
+/** Which member point (one item's recovery point) belongs to which group point. */
+export interface GroupPointMemberTable {
+  point_id: string;
+  group_point_id: string;
+  item_id: string;
+}
+
 export interface RecoveryPlanTable {
   id: string;
   name: string; // unique
@@ -204,6 +222,8 @@ export interface Database {
   machines: MachineTable;
   protected_items: ProtectedItemTable;
   recovery_points: RecoveryPointTable;
+  group_points: GroupPointTable;
+  group_point_members: GroupPointMemberTable;
   recovery_plans: RecoveryPlanTable;
   jobs: JobTable;
   tasks: TaskTable;

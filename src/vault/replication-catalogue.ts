@@ -7,7 +7,7 @@ import { REPLICATING_STATES } from '../domain/lifecycle.ts';
 import type { Store } from '../store/open.ts';
 import { now, parseJson } from '../store/open.ts';
 import { transaction } from '../store/tx.ts';
-import type { AgentLink, Assignment, AssignedDisk, MasterTargetLink, PointRecord, ProgressReport } from '../replication/link.ts';
+import type { AgentLink, Assignment, AssignedDisk, GroupPointRecord, MasterTargetLink, PointRecord, ProgressReport } from '../replication/link.ts';
 import { recordEvent } from './events.ts';
 import { notFound } from '../domain/errors.ts';
 
@@ -54,7 +54,7 @@ export class ReplicationCatalogue {
       .innerJoin('pairings as p', 'p.id', 'i.pairing_id')
       .innerJoin('policies as pol', 'pol.id', 'p.policy_id')
       .select([
-        'i.id as itemId', 'i.state', 'i.direction', 'i.details', 'm.name as machine', 'm.disks', 'm.config', 'm.kind',
+        'i.id as itemId', 'i.state', 'i.direction', 'i.details', 'i.group_name', 'm.name as machine', 'm.disks', 'm.config', 'm.kind',
         'p.primary_site_id', 'p.recovery_site_id', 'pol.frequency_s', 'pol.retention_s', 'pol.app_consistent_s', 'pol.compression', 'pol.encryption', 'pol.bandwidth_bps',
       ])
       .$call((b) => (itemId === undefined ? b.where('i.state', 'in', [...REPLICATING_STATES]) : b.where('i.id', '=', itemId)));
@@ -97,6 +97,7 @@ export class ReplicationCatalogue {
         resync: typeof details.resync === 'string' ? details.resync : null,
         resyncMode: typeof details.resync === 'string' ? (details['resyncMode'] === 'digests' ? 'digests' : 'full') : null,
         config: parseJson<Record<string, unknown>>(r.config, {}),
+        group: r.group_name,
       });
     }
     return out;
@@ -198,9 +199,11 @@ export class ReplicationCatalogue {
       if (!item) return; // replication was disabled meanwhile
       const have = await tx.selectFrom('recovery_points').select('id').where('id', '=', p.pointId).executeTakeFirst();
       if (have) return;
+      // A member of a replication group's point (recorded by the agent before it sent the point).
+      const member = await tx.selectFrom('group_point_members').select('group_point_id').where('point_id', '=', p.pointId).where('item_id', '=', p.itemId).executeTakeFirst();
       await tx
         .insertInto('recovery_points')
-        .values({ id: p.pointId, item_id: p.itemId, taken_at: p.takenAt, kind: p.kind, group_point_id: null, status: 'ok', disks: JSON.stringify({ seq: p.pointSeq, disks: p.disks }), created_at: now() })
+        .values({ id: p.pointId, item_id: p.itemId, taken_at: p.takenAt, kind: p.kind, group_point_id: member?.group_point_id ?? null, status: 'ok', disks: JSON.stringify({ seq: p.pointSeq, disks: p.disks }), created_at: now() })
         .execute();
       // The item's last point is its newest in the order points are taken (their ids only grow,
       // newestFirst in recovery-context.ts), whatever the clock said: after a backward clock jump
@@ -217,6 +220,30 @@ export class ReplicationCatalogue {
   async prunePoints(itemId: string, pointIds: string[]): Promise<void> {
     if (pointIds.length === 0) return;
     await this.store.db.deleteFrom('recovery_points').where('item_id', '=', itemId).where('id', 'in', pointIds).execute();
+    // A group point loses that member; one with no member left is gone.
+    const gone = await this.store.db.selectFrom('group_point_members').select('group_point_id').where('item_id', '=', itemId).where('point_id', 'in', pointIds).execute();
+    if (gone.length === 0) return;
+    await this.store.db.deleteFrom('group_point_members').where('item_id', '=', itemId).where('point_id', 'in', pointIds).execute();
+    const ids = [...new Set(gone.map((g) => g.group_point_id))];
+    await this.store.db.deleteFrom('group_points').where('id', 'in', ids).where((eb) => eb.not(eb.exists(eb.selectFrom('group_point_members as m').select('m.point_id').whereRef('m.group_point_id', '=', 'group_points.id')))).execute();
+  }
+
+  /** Records a replication group's point and ties each member's recovery point to it (now for
+   * the points already recorded, at recordPoint for the others). Idempotent. */
+  async recordGroupPoint(r: GroupPointRecord): Promise<void> {
+    await transaction(this.store, async (tx) => {
+      const have = await tx.selectFrom('group_points').select('id').where('id', '=', r.groupPointId).executeTakeFirst();
+      if (!have) {
+        await tx.insertInto('group_points').values({ id: r.groupPointId, group_name: r.group, seq: r.seq, taken_at: r.takenAt, kind: r.kind, pause_ms: Math.round(r.pauseMs), created_at: now() }).execute();
+      }
+      const items = new Set((await tx.selectFrom('protected_items').select('id').where('id', 'in', r.members.map((m) => m.itemId)).execute()).map((i) => i.id));
+      for (const m of r.members) {
+        if (!items.has(m.itemId)) continue; // replication of that member was disabled meanwhile
+        const known = await tx.selectFrom('group_point_members').select('group_point_id').where('point_id', '=', m.pointId).executeTakeFirst();
+        if (!known) await tx.insertInto('group_point_members').values({ point_id: m.pointId, group_point_id: r.groupPointId, item_id: m.itemId }).execute();
+        await tx.updateTable('recovery_points').set({ group_point_id: r.groupPointId }).where('id', '=', m.pointId).where('item_id', '=', m.itemId).execute();
+      }
+    });
   }
 
   async markBad(itemId: string, pointIds: string[], reason: string): Promise<void> {
@@ -231,6 +258,7 @@ export class ReplicationCatalogue {
       progress: (r) => this.progress(r),
       resynced: (id) => this.resynced(id),
       event: (id, kind, message, data) => this.event(id, kind, message, data),
+      groupPoint: (r) => this.recordGroupPoint(r),
     };
   }
 

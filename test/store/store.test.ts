@@ -20,6 +20,8 @@ const expected: Record<string, string[]> = {
   machines: ['id', 'name', 'site_id', 'host_id', 'kind', 'disks', 'config', 'created_at'],
   protected_items: ['id', 'machine_id', 'pairing_id', 'state', 'direction', 'active_site_id', 'group_name', 'health', 'last_point_at', 'details', 'version', 'created_at', 'updated_at'],
   recovery_points: ['id', 'item_id', 'taken_at', 'kind', 'group_point_id', 'status', 'disks', 'created_at'],
+  group_points: ['id', 'group_name', 'seq', 'taken_at', 'kind', 'pause_ms', 'created_at'],
+  group_point_members: ['point_id', 'group_point_id', 'item_id'],
   recovery_plans: ['id', 'name', 'spec', 'created_at', 'updated_at'],
   jobs: ['id', 'kind', 'target', 'state', 'params', 'result', 'error', 'progress', 'attempts', 'max_attempts', 'run_after', 'locked_by', 'locked_at', 'lease_expires_at', 'cancel_requested', 'idempotency_key', 'created_by', 'created_at', 'started_at', 'finished_at', 'updated_at'],
   tasks: ['id', 'job_id', 'seq', 'name', 'state', 'progress', 'checkpoint', 'result', 'error', 'started_at', 'finished_at', 'resumed_at'],

@@ -10,14 +10,19 @@ import type { OperatorAction } from '../../domain/lifecycle.ts';
 import { parsePointChoice } from '../../domain/points.ts';
 import type { JobParams } from '../../vault/item-actions.ts';
 import { validateName } from '../../domain/names.ts';
+import { validateGroupName } from '../../domain/groups.ts';
+import { checkJoin, setGroup } from '../../vault/groups.ts';
 import { parseJson } from '../../store/open.ts';
 import type { ApiDeps } from '../deps.ts';
 import { principalOf } from '../deps.ts';
 import { decodeTextCursor, pageLimit, toPage } from '../pagination.ts';
-import { Accepted, Page, PageQuery, RecoveryPoint, errors } from '../schemas.ts';
+import { Accepted, Item, Page, PageQuery, RecoveryPoint, errors } from '../schemas.ts';
+import { itemView } from '../views.ts';
+import { now } from '../../store/open.ts';
 
 const MachineParam = Type.Object({ machine: Type.String({ minLength: 1, maxLength: 200 }) });
 const ProtectBody = Type.Object({ group: Type.Optional(Type.String({ maxLength: 100 })) }, { additionalProperties: false });
+const GroupBody = Type.Object({ group: Type.Union([Type.String({ maxLength: 100 }), Type.Null()], { description: 'the replication group to join or move to; null leaves the group' }) }, { additionalProperties: false });
 const PointText = Type.String({ minLength: 1, maxLength: 128, description: 'latest, latest-processed, latest-app-consistent or a point id' });
 const TestFailoverBody = Type.Object({ point: Type.Optional(PointText) }, { additionalProperties: false });
 const TestCleanupBody = Type.Object({ notes: Type.String({ maxLength: 10_000, description: 'what the drill showed' }) }, { additionalProperties: false });
@@ -38,9 +43,30 @@ export function itemActionRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.post('/items/:machine/protect', { schema: { tags: ['items'], params: MachineParam, body: Type.Optional(ProtectBody), response: { 202: Accepted, ...errors(400, 401, 403, 404, 409) } } }, async (req, reply) => {
     const { machine } = req.params as Static<typeof MachineParam>;
     const body = (req.body ?? {}) as Static<typeof ProtectBody>;
-    const group = body.group === undefined ? undefined : validateName(body.group, 'replication group');
+    const group = body.group === undefined ? undefined : validateGroupName(body.group);
+    if (group !== undefined) {
+      // A group's machines share a pairing (and so a policy): refused before anything changes.
+      const l = await actions.load(machine);
+      if (!l.item) await checkJoin(deps.store, l.machine.name, l.pairing, 'forward', group);
+    }
     const job = await actions.act(machine, { kind: 'protect', ...(group === undefined ? {} : { group }) }, principalOf(req).name);
     return reply.code(202).send({ job });
+  });
+
+  // Join, move to or leave (null) a replication group; refused while a failover of it runs.
+  app.post('/items/:machine/group', { schema: { tags: ['items'], params: MachineParam, body: GroupBody, response: { 200: Item, ...errors(400, 401, 403, 404, 409) } } }, async (req) => {
+    const { machine } = req.params as Static<typeof MachineParam>;
+    const b = req.body as Static<typeof GroupBody>;
+    await setGroup(deps.store, machine, b.group === null ? null : validateGroupName(b.group));
+    const row = await db
+      .selectFrom('protected_items as i')
+      .innerJoin('machines as m', 'm.id', 'i.machine_id')
+      .innerJoin('sites as s', 's.id', 'i.active_site_id')
+      .selectAll('i')
+      .select(['m.name as machine', 's.name as active_site'])
+      .where('m.name', '=', machine)
+      .executeTakeFirstOrThrow();
+    return itemView(row, now());
   });
 
   const act = async (req: { params: unknown; body?: unknown }, reply: { code(n: number): { send(b: unknown): unknown } }, action: OperatorAction, by: string): Promise<unknown> => {

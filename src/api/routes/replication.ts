@@ -20,6 +20,11 @@ const PointBody = Type.Object({
   itemId: Id, pointId: Id, pointSeq: Type.Integer({ minimum: 0 }), takenAt: Type.Number({ minimum: 0 }), kind: Type.Union([Type.Literal('crash'), Type.Literal('app')]),
   disks: Type.Array(Type.Object({ id: Id, sizeBytes: Type.Number({ minimum: 0 }), bytes: Type.Number({ minimum: 0 }) }), { maxItems: 64 }),
 }, { additionalProperties: false });
+const GroupPointBody = Type.Object({
+  groupPointId: Id, group: Type.String({ minLength: 1, maxLength: 100 }), seq: Type.Integer({ minimum: 1 }), takenAt: Type.Number({ minimum: 0 }),
+  kind: Type.Union([Type.Literal('crash'), Type.Literal('app')]), pauseMs: Type.Number({ minimum: 0 }),
+  members: Type.Array(Type.Object({ itemId: Id, pointId: Id }, { additionalProperties: false }), { minItems: 1, maxItems: 1000 }),
+}, { additionalProperties: false });
 const PointsBody = Type.Object({ itemId: Id, pointIds: Type.Array(Id, { maxItems: 10_000 }), reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: false });
 const ItemBody = Type.Object({ itemId: Id, reason: Type.Optional(Type.String({ maxLength: 1000 })) }, { additionalProperties: false });
 const EventBody = Type.Object({ itemId: Id, kind: Type.String({ minLength: 1, maxLength: 100 }), message: Type.String({ maxLength: 2000 }), data: Type.Optional(OpenObject) }, { additionalProperties: false });
@@ -119,6 +124,11 @@ export function replicationRoutes(app: FastifyInstance, deps: ApiDeps): void {
   app.post('/replication/points', { schema: { ...tag, body: PointBody, response: { 200: Ok, ...errors(400, 401, 403) } } }, async (req) => {
     requireComponent(req);
     await cat.recordPoint(req.body as Static<typeof PointBody>);
+    return { ok: true };
+  });
+  app.post('/replication/group-points', { schema: { ...tag, body: GroupPointBody, response: { 200: Ok, ...errors(400, 401, 403, 409) } } }, async (req) => {
+    requireComponent(req);
+    await cat.recordGroupPoint(req.body as Static<typeof GroupPointBody>);
     return { ok: true };
   });
   app.post('/replication/points/prune', { schema: { ...tag, body: PointsBody, response: { 200: Ok, ...errors(400, 401, 403) } } }, async (req) => {

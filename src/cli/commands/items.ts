@@ -85,15 +85,28 @@ export function registerItemViews(program: Command): void {
       }),
     );
 
-  program
-    .command('item')
-    .description('one protected item')
+  const item = program.command('item').description('one protected item');
+  item
     .command('show <machine>')
     .description("an item's state, health, RPO and the disks a failed-over or test machine runs on")
     .action(
       verb(async (ctx: Ctx, machine: string) => {
-        const item = await ctx.client.get<ProtectedItem>(`/items/${seg(machine)}`);
-        emit(ctx.p, item, () => showItem(item));
+        const it = await ctx.client.get<ProtectedItem>(`/items/${seg(machine)}`);
+        emit(ctx.p, it, () => showItem(it));
+      }),
+    );
+  item
+    .command('group <machine> [group]')
+    .description("join or move a protected machine to a replication group, or leave it (--leave); refused while a failover of it runs (operator)")
+    .option('--leave', 'leave its replication group: its next points are its own')
+    .action(
+      verb(async (ctx: Ctx, machine: string, group: string | undefined) => {
+        const o = ctx.opts as { leave?: boolean };
+        if ((group === undefined) === (o.leave !== true)) {
+          throw new CliError('give a group to join (rebound item group MACHINE GROUP) or --leave, not both.', { exitCode: EXIT.usage, code: 'group-required' });
+        }
+        const it = await ctx.client.post<ProtectedItem>(`/items/${seg(machine)}/group`, { group: o.leave ? null : group });
+        emit(ctx.p, it, () => (it.group ? `${machine} is in replication group ${it.group}: its points are taken with the group's.` : `${machine} is in no replication group: its points are its own.`));
       }),
     );
 }

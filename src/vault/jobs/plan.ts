@@ -145,7 +145,7 @@ export async function activePlanJob(store: Store, name: string): Promise<{ id: s
  * and their peers outside it) with their group points, every other machine with its newest usable
  * point only (enough for its own latest), and for a point id just that point.
  */
-async function machinePoints(store: Store, machines: readonly string[], choice: PointChoice): Promise<MachinePoints[]> {
+export async function machinePoints(store: Store, machines: readonly string[], choice: PointChoice): Promise<MachinePoints[]> {
   const db = store.db;
   const items = await db.selectFrom('protected_items as i').innerJoin('machines as m', 'm.id', 'i.machine_id').select(['i.id', 'm.name', 'i.group_name']).where('m.name', 'in', [...machines]).execute();
   const groups = [...new Set(items.map((i) => i.group_name).filter((g): g is string => g !== null))];
