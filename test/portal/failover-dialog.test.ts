@@ -1,6 +1,6 @@
 // The portal with a real protected guest: a TCG guest writing records at site dc1, replication
 // enabled from the item page and followed on its job page to the end, recovery points listed,
-// the RPO chart drawn from samples; then, all through the page, a test failover (the test VM
+// the RPO chart drawn from its points; then, all through the page, a test failover (the test VM
 // boots isolated at dc2) and its cleanup with notes, the failover dialog as the seeds describe
 // it (direction in words, planned/unplanned, point choice, "shut down the machine before
 // failover"), a planned failover followed live on its job page until the VM runs at dc2, and its
@@ -73,14 +73,14 @@ test('a guest protected from its page, its points listed, drilled and cleaned up
   await page.getByTestId('item-state').getByText('protected').waitFor();
   await page.getByRole('table', { name: 'Recovery points' }).getByText('crash-consistent').first().waitFor({ timeout: 30_000 });
 
-  // The dashboard's RPO chart fills from samples taken every 5 s.
+  // The dashboard's RPO chart is drawn from the item's recovery points.
   await page.getByRole('link', { name: 'Dashboard' }).click();
-  // A steady RPO draws a flat line, which has no height and so counts as hidden to Playwright:
-  // wait for the line to be there with at least two samples instead.
+  // A line may have no height (counted as hidden by Playwright): wait for it to be there with at
+  // least two vertices instead.
   await page.locator('figure.chart polyline').first().waitFor({ state: 'attached', timeout: 15_000 });
   const deadline = Date.now() + 15_000;
   while (((await page.locator('figure.chart polyline').first().getAttribute('points')) ?? '').trim().split(/\s+/).length < 2) {
-    assert.ok(Date.now() < deadline, 'the RPO chart did not get a second sample');
+    assert.ok(Date.now() < deadline, 'the RPO chart did not get a second vertex');
     await page.waitForTimeout(250);
   }
   await page.waitForTimeout(5500);

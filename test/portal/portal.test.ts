@@ -123,7 +123,7 @@ describe('web portal', { timeout: 120_000 }, () => {
     await page.goto(`${server.url}/`);
     await page.getByTestId('health-normal').getByText('1').waitFor();
     await page.getByRole('heading', { name: 'Recovery point objective (RPO) per item' }).waitFor();
-    await screenshot(page, 'dashboard');
+    await screenshot(page, 'dashboard-first-item');
     assert.deepEqual(problems, []);
     await page.context().close();
   });

@@ -11,7 +11,7 @@ import { ProgressBar } from '../components/progress-bar.tsx';
 import { bytes, duration, when } from '../format.ts';
 import { useResource } from '../hooks/use-resource.ts';
 import { Link } from '../router.tsx';
-import { snapshot, subscribe } from '../samples.ts';
+import { MAX_SERIES, SAMPLE_MS, snapshot, subscribe, WINDOW_MS } from '../samples.ts';
 
 function useSamples() {
   const [snap, setSnap] = useState(snapshot);
@@ -42,13 +42,27 @@ export function Dashboard(_props: { session: Session }) {
       </div>
 
       <h2>Recovery point objective (RPO) per item</h2>
-      <LineChart title="Age of the newest recovery point per item" unit="seconds" series={snap.rpoSeries} format={(v) => duration(v)} />
+      <p className="muted small">Age of each item&rsquo;s newest recovery point over the last {WINDOW_MS / 60_000} minutes, from the vault&rsquo;s recovery points (the {MAX_SERIES} items furthest behind).</p>
+      {!snap.sampled ? (
+        <p className="muted">Loading…</p>
+      ) : snap.rpoSeries.length === 0 ? (
+        <p className="muted">No item has a recovery point yet.</p>
+      ) : (
+        <LineChart title="Age of the newest recovery point per item" unit="seconds" series={snap.rpoSeries} format={(v) => duration(v)} testId="rpo-chart" />
+      )}
 
       <h2>Replication traffic</h2>
-      {snap.traffic === null ? (
-        <p className="muted">This server does not report replication traffic in /metrics yet.</p>
+      {!snap.sampled ? (
+        <p className="muted">Loading…</p>
+      ) : snap.traffic === null ? (
+        <p className="muted" data-testid="traffic-none">
+          This server runs no replication role in its own process (agents, process servers and master targets run separately): each reports its traffic on its own /metrics listener.
+        </p>
       ) : (
-        <LineChart title="Replication traffic" unit="bytes per second" series={snap.traffic} format={(v) => `${bytes(v)}/s`} />
+        <>
+          <p className="muted small">Bytes per second from this server&rsquo;s /metrics, sampled every {SAMPLE_MS / 1000} s since this page opened.</p>
+          <LineChart title="Replication traffic" unit="bytes per second" series={snap.traffic} format={(v) => `${bytes(v)}/s`} testId="traffic-chart" empty="Measuring: a rate needs two samples." />
+        </>
       )}
 
       <div className="columns">
