@@ -2,15 +2,16 @@
 // harness chose (during the first copy or during delta cycles) and undoes it (heal, restart,
 // space freed) before returning; the harness then lets replication catch up and runs the same
 // checks after every scenario. A scenario may add checks of its own (what an operator must have
-// been told). New scenarios — failover, test failover and failback under faults — are added to
-// SCENARIOS with the phases they apply to; the harness needs no other change.
+// been told). The failover scenarios have phases of their own (a step of the failover cycle);
+// their runs follow soak-failover.ts, which injects the fault right after that step's job started.
 import type { FaultProxy } from './tcp-proxy.ts';
 import type { Prng } from './prng.ts';
 import type { SoakServer } from './soak-server.ts';
 
-/** When the fault lands: during the first copy, or once delta cycles run. Later scenarios can
- * add phases of their own (e.g. 'failover', 'failback'). */
-export type Phase = 'initial' | 'delta';
+/** When the fault lands: during the first copy, or once delta cycles run; or in a step of the
+ * failover cycle (soak-failover.ts): an unplanned failover, its commit, reverse replication's
+ * first sync, a failback with --sync full. */
+export type Phase = 'initial' | 'delta' | 'failover' | 'commit' | 'reverse' | 'failback';
 
 export interface SoakEvent { id: number; at: number; kind: string; item: string | null; message: string; data: unknown }
 
@@ -64,6 +65,22 @@ const kill9 = (phase: Phase): Scenario => ({
     const pauseMs = ctx.rng.int(0, 3000);
     await ctx.restart('kill9', pauseMs);
     return { restartAfterMs: pauseMs };
+  },
+});
+
+/** kill -9 of rebound serve at a random moment of a failover step's job (0..maxMs after it was
+ * started: about the step's length here, so some kills land after the job ended), then a
+ * restart on the same data directory after 0–3 s. */
+const kill9Step = (phase: 'failover' | 'commit' | 'reverse' | 'failback', what: string, maxMs: number): Scenario => ({
+  name: `kill9-${phase}`,
+  description: `kill -9 of rebound serve at a random moment of ${what} (physical sites), then a restart; the job ends or is started again, the images verify and hold what was acknowledged`,
+  phases: [phase],
+  async inject(ctx) {
+    const afterMs = ctx.rng.int(0, maxMs);
+    await ctx.sleep(afterMs);
+    const pauseMs = ctx.rng.int(0, 3000);
+    await ctx.restart('kill9', pauseMs);
+    return { killAfterMs: afterMs, restartAfterMs: pauseMs };
   },
 });
 
@@ -149,6 +166,12 @@ export const SCENARIOS: readonly Scenario[] = [
   diskFull,
   clock('forward'),
   clock('backward'),
+  // Windows about one step's length here without a fault (failover 1.5 s, commit 0.6 s, reverse
+  // replication's first sync 5 s, failback with a full download ~10 s), plus some.
+  kill9Step('failover', 'an unplanned failover', 2500),
+  kill9Step('commit', "a failover's commit", 1500),
+  kill9Step('reverse', "reverse replication's first sync", 6000),
+  kill9Step('failback', 'a failback with --sync full', 12000),
 ];
 
 export function scenarioByName(name: string): Scenario {

@@ -32,6 +32,7 @@ import type { SoakServer } from './soak-server.ts';
 import { SCENARIOS, scenarioByName } from './soak-scenarios.ts';
 import type { Phase, RunContext, Scenario, SoakEvent } from './soak-scenarios.ts';
 import { checkReplica, checkSource } from './soak-verify.ts';
+import { isFailoverPhase, runFailoverOne } from './soak-failover.ts';
 import { startFaultProxy } from './tcp-proxy.ts';
 import type { FaultProxy } from './tcp-proxy.ts';
 
@@ -86,7 +87,7 @@ export interface RunResult {
   /** Bytes moved from the fault's end until the catch-up point (agent sent, master target
    * written; after a restart the new process's counters), the most a catch-up by differences may
    * move (limits), a full copy's size, and what the master target wrote while the fault lasted. */
-  bytes: { agentCatchUp: number; masterTargetCatchUp: number; fullCopy: number; restarted: boolean; agentLimit?: number; masterTargetLimit?: number; masterTargetDuringFault?: number };
+  bytes: { agentCatchUp: number; masterTargetCatchUp: number; fullCopy: number; restarted: boolean; agentLimit?: number; masterTargetLimit?: number; masterTargetDuringFault?: number; processServerOutDuringFault?: number };
   points: number;
   recordGapPoints: number;
   writer: { ticks: number; seq: number };
@@ -124,7 +125,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     const rng = new Prng(seed);
     const scenario = rng.pick(pool);
     const phase = rng.pick(scenario.phases);
-    const r = await runOne({ index: i, seed, rng, scenario, phase, opts: o });
+    const r = isFailoverPhase(phase) ? await runFailoverOne({ index: i, seed, rng, scenario, phase, opts: o }) : await runOne({ index: i, seed, rng, scenario, phase, opts: o });
     results.push(r);
     o.onRun?.(r);
   }
@@ -160,7 +161,7 @@ export function formatSummary(rows: readonly SummaryRow[]): string {
   return lines.join('\n');
 }
 
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const s = createServer();
   await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
   const port = (s.address() as AddressInfo).port;
@@ -168,13 +169,13 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-interface WriterHandle {
+export interface WriterHandle {
   proc: ChildProcess;
   last(): string;
   stop(): Promise<WriterLedger>;
 }
 
-async function startWriter(cfg: WriterConfig): Promise<WriterHandle> {
+export async function startWriter(cfg: WriterConfig): Promise<WriterHandle> {
   const proc = spawn(process.execPath, [join(REPO, 'src/faults/soak-writer.ts'), JSON.stringify(cfg)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let last = '';
   let err = '';
@@ -203,9 +204,9 @@ async function startWriter(cfg: WriterConfig): Promise<WriterHandle> {
   };
 }
 
-interface JobView { id: string; kind: string; state: string; error?: { code?: string; message?: string } }
+export interface JobView { id: string; kind: string; state: string; error?: { code?: string; message?: string } }
 
-async function waitJob(s: SoakServer, id: string, timeoutMs: number): Promise<JobView> {
+export async function waitJob(s: SoakServer, id: string, timeoutMs: number): Promise<JobView> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const j = await soakApi<JobView>(s, 'GET', `/jobs/${id}`).catch(() => null);
@@ -215,9 +216,9 @@ async function waitJob(s: SoakServer, id: string, timeoutMs: number): Promise<Jo
   }
 }
 
-interface PointView { id: string; takenAt: number; status: string }
+export interface PointView { id: string; takenAt: number; status: string }
 
-const points = async (s: SoakServer): Promise<PointView[]> => (await soakApi<{ items: PointView[] }>(s, 'GET', '/items/db1/points?limit=500')).items;
+export const points = async (s: SoakServer): Promise<PointView[]> => (await soakApi<{ items: PointView[] }>(s, 'GET', '/items/db1/points?limit=500')).items;
 
 async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Scenario; phase: Phase; opts: SoakOptions }): Promise<RunResult> {
   const { rng, scenario } = a;
@@ -411,7 +412,11 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
     // Catch-up is measured from here, the fault's end: what a faulty link or a full disk made
     // the roles retry meanwhile is reported apart.
     const healed = await replicationBytes(server);
-    if (!bytes.restarted) bytes.masterTargetDuringFault = (healed['master_target_written'] ?? 0) - (before['master_target_written'] ?? 0);
+    if (!bytes.restarted) {
+      bytes.masterTargetDuringFault = (healed['master_target_written'] ?? 0) - (before['master_target_written'] ?? 0);
+      // What the process server sent towards the master target meanwhile (the WAN side).
+      bytes.processServerOutDuringFault = (healed['process_server_out'] ?? 0) - (before['process_server_out'] ?? 0);
+    }
 
     // Recovery: the first copy finishes, the writer runs on a little, stops, and a point taken
     // after that reaches the vault.

@@ -19,6 +19,7 @@ import { decodeStamp, encodeStamp, genRegressions, prefill, scanStamps, STAMP_SI
 import type { ContentSpec } from '../../src/faults/soak-content.ts';
 import { checkReplica, checkSource } from '../../src/faults/soak-verify.ts';
 import { formatSummary, runSoak } from '../../src/faults/soak.ts';
+import { checkImage } from '../../src/faults/soak-failover.ts';
 import type { RunResult } from '../../src/faults/soak.ts';
 import { randomBytes } from 'node:crypto';
 import { pino } from 'pino';
@@ -142,6 +143,38 @@ test('the replica checker passes a faithful replica and fails one that lost an a
   assert.ok(damaged.failures.some((f) => /scrub of disk1: 1 damaged block/.test(f)), damaged.failures.join('\n'));
 });
 
+test('the failover runs\' image check passes faithful images (raw and qcow2) and fails a missing write, an old stamp or a damaged block', async () => {
+  const root = join(dir, 'images');
+  await mkdir(root, { recursive: true });
+  const spec: ContentSpec = { recordsPath: join(root, 'd0.img'), stampsPath: join(root, 'd1.img'), recordsBytes: MIB, stampsBytes: 2 * MIB, writer: 7n };
+  const pre = await prefill(spec, { records: 40, stampEvery: 1 });
+  const gens = Float64Array.from({ length: spec.stampsBytes / STAMP_SIZE }, (_v, i) => i + 1);
+  assert.equal(pre.gen, gens.length);
+  const acked = { seq: 40, gens };
+  assert.deepEqual(await checkImage(spec.recordsPath, 'records', acked, root, spec.stampsBytes), { problems: [], lost: false });
+  assert.deepEqual(await checkImage(spec.stampsPath, 'stamps', acked, root, spec.stampsBytes), { problems: [], lost: false });
+  // Through qcow2, as a failed-over overlay is read.
+  for (const [i, p] of [spec.recordsPath, spec.stampsPath].entries()) await run('qemu-img', ['convert', '-q', '-f', 'raw', '-O', 'qcow2', p, join(root, `disk${i}.qcow2`)]);
+  assert.deepEqual(await checkImage(join(root, 'disk0.qcow2'), 'records', acked, root, spec.stampsBytes), { problems: [], lost: false });
+  assert.deepEqual(await checkImage(join(root, 'disk1.qcow2'), 'stamps', acked, root, spec.stampsBytes), { problems: [], lost: false });
+  // A record acknowledged but missing; a stamp generation acknowledged but older on the image.
+  const missing = await checkImage(spec.recordsPath, 'records', { seq: 41, gens }, root, spec.stampsBytes);
+  assert.equal(missing.lost, true);
+  assert.match(missing.problems.join(), /records 1\.\.40 .* acknowledged 41/);
+  const newer = Float64Array.from(gens);
+  newer[9] = 9999;
+  const old = await checkImage(join(root, 'disk1.qcow2'), 'stamps', { seq: 40, gens: newer }, root, spec.stampsBytes);
+  assert.equal(old.lost, true);
+  assert.match(old.problems.join(), /block at 36864 holds generation 10; the writer acknowledged 9999/);
+  // A flipped byte in a stamp block: damaged, even where nothing acknowledged is expected.
+  const fh = await open(spec.stampsPath, 'r+');
+  await fh.write(Buffer.from([0xff]), 0, 1, 3 * STAMP_SIZE + 100);
+  await fh.close();
+  const bad = await checkImage(spec.stampsPath, 'stamps', null, root, spec.stampsBytes);
+  assert.equal(bad.lost, false);
+  assert.match(bad.problems.join(), /1 bad stamp block\(s\), first at 12288/);
+});
+
 test('point ids only grow, even after the clock went back (found by the soak: clock-backward, seed 12)', () => {
   const future = 'ffffffff-0000-7abc-8000-000000000000';
   const next = pointIdAfter(future);
@@ -237,11 +270,13 @@ test('stamp scans read any source through a callback', async () => {
 });
 
 // Fixed seeds: each is one whole soak run (its own server, writer, fault and checks).
+const FAILOVER_SEED = 0;
 const FIXED: { scenario: string; seed: number }[] = [
   { scenario: 'kill9-delta', seed: 3 },
   { scenario: 'net-half-open-ps-mt', seed: 10 },
   { scenario: 'disk-full-recovery', seed: 10 },
   { scenario: 'clock-backward', seed: 12 }, // jump back, then a restart
+  { scenario: 'kill9-failover', seed: FAILOVER_SEED }, // kill -9 while the failover job runs
 ];
 
 for (const f of FIXED) {
@@ -251,9 +286,17 @@ for (const f of FIXED) {
     const r = report.results[0]!;
     assert.equal(r.scenario, f.scenario);
     assert.equal(lines.length, 1);
-    assert.deepEqual(r.failures, [], `${r.failures.join('\n')}\n${formatSummary(report.summary)}\nstages ${JSON.stringify(r.stages)}\n${(r.logTail ?? '').slice(-6000)}`);
+    assert.deepEqual(r.failures, [], `${r.failures.join('\n')}\n${formatSummary(report.summary)}\nstages ${JSON.stringify(r.stages)}\nnotes ${r.notes.join(' | ')}\n${(r.logTail ?? '').slice(-6000)}`);
     assert.equal(r.ok, true);
     assert.equal(r.dataLost, false);
+    if (r.phase === 'failover') {
+      // The failover run: the server was killed at a moment of the job and restarted; the
+      // failed-over images were checked against what the writer acknowledged.
+      assert.equal(r.bytes.restarted, true);
+      assert.ok(r.writer.ticks >= 5, `the writer wrote ${r.writer.ticks} times`);
+      assert.ok(typeof r.stages['failover'] === 'number', JSON.stringify(r.stages));
+      return;
+    }
     // The checks had something to check: several points, writes during the run, bytes after the fault.
     assert.ok(r.points >= 2, `${r.points} retained points`);
     assert.ok(r.writer.ticks >= 5, `the writer wrote ${r.writer.ticks} times`);
