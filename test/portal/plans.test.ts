@@ -196,6 +196,10 @@ test('a plan made on the page, with actions, its groups edited, test failed over
   // The plan's log names p1's failover job: a link to it.
   await page.locator('ol.log').getByRole('link').first().waitFor();
   await screenshot(page, 'plan-job-waiting');
+  // While its job is unfinished the plan cannot be edited: no editor on its page, 409 plan-busy.
+  const busy = await fetch(`${s.url}/api/v1/plans/web`, { method: 'PUT', headers: { authorization: `Bearer ${s.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ groups: [{ machines: ['p1', 'p2', 'p3'] }] }) });
+  assert.equal(busy.status, 409);
+  assert.equal(((await busy.json()) as { error: { code: string } }).error.code, 'plan-busy');
 
   // A reader sees the waiting job, the plan and a failed-over machine, and no action anywhere.
   const reader = await api<{ token: string }>(s, 'POST', '/tokens', { name: 'auditor', role: 'reader' });
