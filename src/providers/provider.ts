@@ -103,6 +103,15 @@ export interface TakePointOptions {
   freezeTimeoutMs?: number;
 }
 
+/** Points of several machines taken at one barrier (a replication group). */
+export interface GroupPoints {
+  /** One per machine, in the order asked; each is released on its own (releasePoint). */
+  points: Point[];
+  /** How long the machines were held at the barrier (QEMU: from the first `stop` to the last
+   * `cont`), in ms. */
+  pauseMs: number;
+}
+
 export interface ReleaseOptions {
   /** True when the caller stored the point's changes; false keeps them for the next point,
    * so a failed transfer never loses a change. */
@@ -156,6 +165,11 @@ export interface MachineProvider {
    * null when there is none. */
   adoptPoint?(name: string, signal?: AbortSignal): Promise<Point | null>;
   releasePoint?(point: Point, opts: ReleaseOptions, signal?: AbortSignal): Promise<void>;
+  /** Points of several machines of this provider at one instant (a replication group): with
+   * `appConsistent`, every machine is frozen first; then all are held (QEMU: `stop` on every VM),
+   * each takes its point, and all run again (`cont`), then thaw. A machine whose freeze failed
+   * gets a crash-consistent point with the reason. Any other failure takes no point at all. */
+  takeGroupPoints?(names: string[], signal?: AbortSignal, opts?: TakePointOptions): Promise<GroupPoints>;
   /** Drops all tracking state and starts afresh (after a digest resync). */
   resetTracking?(name: string, signal?: AbortSignal): Promise<TrackingStatus>;
 

@@ -18,10 +18,11 @@ import { ReboundError } from '../domain/errors.ts';
 import { diffDigests, digestReader } from '../datapath/digest.ts';
 import type { DigestMap } from '../datapath/digest.ts';
 import type { MachineProvider, Point, PointDisk } from '../providers/provider.ts';
+import { groupKey, groupPointKind } from './group.ts';
 import { writeFileAtomic } from '../replica/durable.ts';
 import { DEFAULT_REPLICA_BLOCK } from '../replica/replica-disk.ts';
 import { newId } from '../store/ids.ts';
-import type { AgentLink, Assignment } from './link.ts';
+import type { AgentLink, Assignment, GroupPointRecord } from './link.ts';
 import { planDisk } from './plan.ts';
 import type { DiskPlan } from './plan.ts';
 import { openTransfer } from './wire.ts';
@@ -58,6 +59,29 @@ interface OpenState {
   initial: boolean;
   plans: DiskPlan[];
   disks: { id: string; sizeBytes: number }[];
+  /** The replication group's point this member point belongs to. */
+  group?: { name: string; groupPointId: string; seq: number };
+}
+
+/** A point taken for #cycle by a replication group's barrier (not by #cycle itself). */
+interface GivenPoint {
+  point: Point;
+  pointId: string;
+  group: { name: string; groupPointId: string; seq: number };
+}
+
+/** A replication group's own state (state dir groups/KEY.json): its last barrier. */
+interface GroupState {
+  seq: number;
+  takenAt: number;
+  appAt?: number;
+  groupPointId: string;
+}
+
+interface GroupWorker {
+  stop: AbortController;
+  done: Promise<void>;
+  members: Assignment[];
 }
 
 interface LastState {
@@ -74,6 +98,12 @@ interface LastState {
 export class Agent {
   readonly #o: AgentOptions;
   readonly #workers = new Map<string, { stop: AbortController; done: Promise<void>; assignment: Assignment }>();
+  /** Replication groups' workers by groupKey; an item of a group has no worker of its own. */
+  readonly #groups = new Map<string, GroupWorker>();
+  /** Items a syncNow replicates right now: no group worker takes them meanwhile. */
+  readonly #syncing = new Set<string>();
+  /** Groups already told that their provider has no barrier. */
+  readonly #noBarrier = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #polling: Promise<void> | undefined;
@@ -95,9 +125,10 @@ export class Agent {
     this.#stopped = true;
     clearTimeout(this.#timer);
     await this.#polling;
-    for (const w of this.#workers.values()) w.stop.abort();
-    await Promise.all([...this.#workers.values()].map((w) => w.done));
+    for (const w of [...this.#workers.values(), ...this.#groups.values()]) w.stop.abort();
+    await Promise.all([...this.#workers.values(), ...this.#groups.values()].map((w) => w.done));
     this.#workers.clear();
+    this.#groups.clear();
   }
 
   /**
@@ -114,6 +145,16 @@ export class Agent {
       await w.done;
       this.#workers.delete(a.itemId);
     }
+    this.#syncing.add(a.itemId);
+    try {
+      await this.#stopGroupOf(a.itemId);
+      return await this.#syncNow(a, signal);
+    } finally {
+      this.#syncing.delete(a.itemId);
+    }
+  }
+
+  async #syncNow(a: Assignment, signal: AbortSignal): Promise<{ pointId: string; pointSeq: number; takenAt: number }> {
     const p = this.#o.providerFor(a);
     await this.#o.prepare?.(p, a);
     let opened = false;
@@ -136,9 +177,12 @@ export class Agent {
   }
 
   async #poll(): Promise<void> {
-    const list = await this.#o.link.assignments();
+    const all = await this.#o.link.assignments();
+    const list = all.filter((a) => a.group === null || this.#syncing.has(a.itemId));
+    await this.#pollGroups(all.filter((a) => a.group !== null && !this.#syncing.has(a.itemId)));
     const seen = new Set<string>();
     for (const a of list) {
+      if (this.#syncing.has(a.itemId)) continue;
       seen.add(a.itemId);
       const w = this.#workers.get(a.itemId);
       if (w) {
@@ -191,11 +235,15 @@ export class Agent {
   }
 
   /** One cycle: adopt or take a point, send it, release it. Waits for the next due time first. */
-  async #cycle(a: Assignment, signal: AbortSignal, now = false): Promise<{ pointId: string; pointSeq: number; takenAt: number }> {
+  async #cycle(a: Assignment, signal: AbortSignal, now = false, given?: GivenPoint): Promise<{ pointId: string; pointSeq: number; takenAt: number }> {
     const p = this.#o.providerFor(a);
     await this.#o.prepare?.(p, a);
     const last = await this.#read<LastState>(a.itemId, 'last.json');
     let open = await this.#read<OpenState>(a.itemId, 'open.json');
+    if (given && open) {
+      await p.releasePoint?.(given.point, { consumed: false }, signal).catch(() => undefined);
+      throw new ReboundError('conflict', 'point-open', `${a.machine} still has point ${open.pointId} open; it is finished before the group's next point.`, { retryable: true });
+    }
     let point: Point | null = null;
     let floorSeq = last?.pointSeq ?? 0;
     if (open) {
@@ -226,8 +274,8 @@ export class Agent {
       }
       const appEvery = a.policy.appConsistentSeconds * 1000;
       const appDue = appEvery > 0 && (last?.seeded ?? false) && Date.now() - (last?.appAt ?? 0) >= appEvery;
-      point = await p.takePoint(a.machine, signal, appDue ? { appConsistent: true } : {});
-      if (appDue && point.consistency !== 'app') {
+      point = given?.point ?? await p.takePoint(a.machine, signal, appDue ? { appConsistent: true } : {});
+      if (!given && appDue && point.consistency !== 'app') {
         await this.#o.link.event(a.itemId, 'app-consistent-failed', `${a.machine}: an app-consistent point was due but the freeze failed (${point.freezeError ?? 'no reason given'}); this point is crash-consistent.`).catch(() => undefined);
       }
       try {
@@ -248,7 +296,7 @@ export class Agent {
           plans.push(planDisk(d.disk.id, d.disk.sizeBytes, ranges, DEFAULT_REPLICA_BLOCK));
         }
         open = {
-          pointId: pointIdAfter(last?.pointId),
+          pointId: given?.pointId ?? pointIdAfter(last?.pointId),
           kind: point.consistency === 'app' ? 'app' : 'crash',
           pointSeq: floorSeq + 1,
           providerPointId: point.id,
@@ -256,6 +304,7 @@ export class Agent {
           initial: fullCopy,
           plans,
           disks: point.disks.map((d) => ({ id: d.disk.id, sizeBytes: d.disk.sizeBytes })),
+          ...(given ? { group: given.group } : {}),
         };
         await this.#write(a.itemId, 'open.json', open);
       } catch (err) {
@@ -345,6 +394,160 @@ export class Agent {
     if (a.resync !== null && o.initial) await this.#o.link.resynced(a.itemId).catch(() => undefined);
     await report(true);
     return { pointId: o.pointId, pointSeq: o.pointSeq, takenAt: o.takenAt };
+  }
+
+  // --- Replication groups: one worker per group takes the group's points at one barrier across
+  // its members (provider.takeGroupPoints), records the group point in the vault, then sends
+  // each member's point through #cycle as a given point. Members that are not steady (first
+  // copy, resync, tracking not active) and open points left by a stopped worker or a killed
+  // agent are finished by #cycle on their own first; the group's next barrier waits for them.
+
+  async #pollGroups(members: Assignment[]): Promise<void> {
+    const byKey = new Map<string, Assignment[]>();
+    for (const a of members) byKey.set(groupKey(a), [...(byKey.get(groupKey(a)) ?? []), a]);
+    for (const [key, w] of this.#groups) {
+      const now = byKey.get(key);
+      const same = now !== undefined && now.length === w.members.length && now.every((a) => w.members.some((m) => m.itemId === a.itemId));
+      if (same) {
+        w.members = now;
+        continue;
+      }
+      // Membership changed (an item joined, left or fails over): the worker restarts with the
+      // new members; its points in flight are adopted and finished by the next one.
+      w.stop.abort();
+      await w.done;
+      this.#groups.delete(key);
+    }
+    for (const [key, list] of byKey) {
+      // An item that just joined a group stops its own worker first (its open point is adopted).
+      for (const a of list) {
+        const solo = this.#workers.get(a.itemId);
+        if (!solo) continue;
+        solo.stop.abort();
+        await solo.done;
+        this.#workers.delete(a.itemId);
+      }
+      if (this.#groups.has(key)) continue;
+      const stop = new AbortController();
+      const w: GroupWorker = { stop, members: list, done: Promise.resolve() };
+      w.done = this.#runGroup(key, w, stop.signal).catch((err: unknown) => this.#o.logger.error({ err, group: key }, 'agent: group worker stopped'));
+      this.#groups.set(key, w);
+    }
+  }
+
+  async #stopGroupOf(itemId: string): Promise<void> {
+    for (const [key, w] of this.#groups) {
+      if (!w.members.some((m) => m.itemId === itemId)) continue;
+      w.stop.abort();
+      await w.done;
+      this.#groups.delete(key);
+    }
+  }
+
+  async #runGroup(key: string, w: GroupWorker, signal: AbortSignal): Promise<void> {
+    let backoff = 1000;
+    while (!signal.aborted) {
+      try {
+        await this.#groupCycle(key, w.members, signal);
+        backoff = 1000;
+      } catch (err) {
+        if (signal.aborted) return;
+        const e = err as ReboundError;
+        this.#o.logger.warn({ group: key, err: { code: e.code, message: e.message } }, 'agent: replication group cycle failed; retrying');
+        await sleep(backoff, signal).catch(() => undefined);
+        backoff = Math.min(backoff * 2, 15_000);
+      }
+    }
+  }
+
+  async #groupState(key: string): Promise<GroupState | null> {
+    try {
+      return JSON.parse(await readFile(join(this.#o.stateDir, 'groups', `${key}.json`), 'utf8')) as GroupState;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Runs #cycle for each of `list` at once; waits for all, then throws the first failure. */
+  async #each(list: Assignment[], signal: AbortSignal, given?: (a: Assignment, i: number) => GivenPoint): Promise<void> {
+    const r = await Promise.allSettled(list.map((a, i) => this.#cycle(a, signal, true, given?.(a, i))));
+    const failed = r.find((x): x is PromiseRejectedResult => x.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
+
+  /** One round of a group: finish what is open or not steady, else one barrier and its sends. */
+  async #groupCycle(key: string, members: Assignment[], signal: AbortSignal): Promise<void> {
+    const first = members[0];
+    if (!first) return;
+    const name = first.group ?? key;
+    // Points left open (a stopped worker, a killed agent): adopted and finished on their own.
+    const open = (await Promise.all(members.map(async (a) => ((await this.#read<OpenState>(a.itemId, 'open.json')) ? a : null)))).filter((a): a is Assignment => a !== null);
+    if (open.length > 0) return this.#each(open, signal);
+    const p = this.#o.providerFor(first);
+    for (const a of members) {
+      if (this.#o.providerFor(a) !== p) {
+        throw new ReboundError('conflict', 'group-mixed-sources', `replication group ${name} has machines at different source sites (${first.machine} and ${a.machine}); a group's points are taken at one barrier on one site.`);
+      }
+      await this.#o.prepare?.(p, a);
+    }
+    // Members that still need a first copy or a resync, or whose tracking is not active, take
+    // their own point first (a copy of everything or of differences): group points need them steady.
+    const unsteady: Assignment[] = [];
+    for (const a of members) {
+      const last = await this.#read<LastState>(a.itemId, 'last.json');
+      const status = await p.trackingStatus?.(a.machine, signal);
+      if (!last?.seeded || a.resync !== null || status?.state !== 'active') unsteady.push(a);
+    }
+    if (unsteady.length > 0) return this.#each(unsteady, signal);
+    if (!p.takeGroupPoints) {
+      // A provider without a barrier: each member replicates on its own (no common points).
+      if (!this.#noBarrier.has(key)) {
+        this.#noBarrier.add(key);
+        this.#o.logger.warn({ group: name, provider: p.kind }, 'agent: the provider cannot take group points; the group\'s machines replicate on their own');
+        for (const a of members) await this.#o.link.event(a.itemId, 'group-no-barrier', `replication group ${name}: the ${p.kind} provider cannot take points of several machines at one instant; ${a.machine} replicates on its own and the group has no common point.`).catch(() => undefined);
+      }
+      return this.#each(members, signal).then(async () => { await sleep(first.policy.frequencySeconds * 1000, signal); });
+    }
+
+    const state = await this.#groupState(key);
+    const every = first.policy.frequencySeconds * 1000;
+    const due = (state?.takenAt ?? 0) + every;
+    await sleep(Math.min(due - Date.now(), every), signal);
+    const appEvery = first.policy.appConsistentSeconds * 1000;
+    const appDue = appEvery > 0 && Date.now() - (state?.appAt ?? 0) >= appEvery;
+    const names = members.map((a) => a.machine);
+    const taken = await p.takeGroupPoints(names, signal, appDue ? { appConsistent: true } : {});
+    const kind = groupPointKind(taken.points);
+    const lasts = await Promise.all(members.map((a) => this.#read<LastState>(a.itemId, 'last.json')));
+    const seq = (state?.seq ?? 0) + 1;
+    const record: GroupPointRecord = {
+      groupPointId: newId(),
+      group: name,
+      seq,
+      takenAt: Math.min(...taken.points.map((pt) => pt.takenAt.getTime())),
+      kind,
+      pauseMs: taken.pauseMs,
+      members: members.map((a, i) => ({ itemId: a.itemId, pointId: pointIdAfter(lasts[i]?.pointId) })),
+    };
+    this.#o.logger.info({ group: name, seq, members: names, pauseMs: taken.pauseMs, kind }, 'agent: group point taken at one barrier');
+    if (appDue && kind !== 'app') {
+      const why = taken.points.filter((pt) => pt.consistency !== 'app').map((pt) => `${pt.machine}: ${pt.freezeError ?? 'no reason given'}`).join('; ');
+      for (const a of members) await this.#o.link.event(a.itemId, 'app-consistent-failed', `replication group ${name}: an app-consistent point was due but not every member froze (${why}); this group point is crash-consistent.`).catch(() => undefined);
+    }
+    try {
+      await mkdir(join(this.#o.stateDir, 'groups'), { recursive: true });
+      const appAt = kind === 'app' ? record.takenAt : state?.appAt;
+      await writeFileAtomic(join(this.#o.stateDir, 'groups', `${key}.json`), JSON.stringify({ seq, takenAt: record.takenAt, groupPointId: record.groupPointId, ...(appAt === undefined ? {} : { appAt }) } satisfies GroupState));
+      // Recorded before anything is sent: a member point the master target records later finds
+      // its group point. A kill before every member's point is open leaves a group point that is
+      // never complete, so never chosen.
+      await this.#o.link.groupPoint(record);
+    } catch (err) {
+      for (const pt of taken.points) await p.releasePoint?.(pt, { consumed: false }).catch(() => undefined);
+      throw err;
+    }
+    const group = { name, groupPointId: record.groupPointId, seq };
+    await this.#each(members, signal, (_a, i) => ({ point: { ...taken.points[i]!, consistency: kind }, pointId: record.members[i]!.pointId, group }));
   }
 
   /** The blocks of a point's disk that differ from the replica at the target (null: no replica

@@ -6,12 +6,14 @@
 // QEMU serves one QMP client at a time, so calls on one VM are serialised here and each opens
 // its own short QMP connection.
 import { execFile } from 'node:child_process';
-import { rm, stat } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { conflict, ReboundError } from '../../domain/errors.ts';
 import { QmpClient } from '../../qmp/client.ts';
 import type {
   DiskInfo,
+  GroupPoints,
   MachineDefinition,
   MachineInfo,
   MachineProvider,
@@ -36,6 +38,9 @@ import { mergeExtents } from './tracking.ts';
 import type { OpenPoint } from './tracking.ts';
 
 const run = promisify(execFile);
+
+/** In a VM's run directory while a group barrier holds it (takeGroupPoints). */
+const BARRIER_MARKER = 'barrier.json';
 
 /** qemu-img with QEMU secret objects read from their files (the definition's secrets). */
 async function runWithSecrets(args: string[], secrets: { id: string; file: string }[], signal?: AbortSignal): Promise<void> {
@@ -314,6 +319,119 @@ export class QemuProvider implements MachineProvider {
     return { ...this.#pointOf(name, open), consistency, ...(freezeError ? { freezeError } : {}) };
   }
 
+  /**
+   * A replication group's barrier: each VM's point is prepared (overlays, no pause), the guests
+   * are frozen when asked, every VM is stopped (`stop` drains its in-flight I/O), each VM's point
+   * transaction runs, and every VM is let run again (`cont`) — in a finally, so no VM is left
+   * stopped — then thawed. The VMs' locks are taken in name order, so two barriers never wait on
+   * each other. `pauseMs` runs from the first `stop` to the last `cont`.
+   */
+  async takeGroupPoints(names: string[], signal?: AbortSignal, opts: TakePointOptions = {}): Promise<GroupPoints> {
+    if (new Set(names).size !== names.length) throw conflict('group-duplicate-machine', `A group point names a machine twice (${names.join(', ')}).`);
+    const order = [...names].sort();
+    const held: { name: string; def: MachineDefinition; paths: VmPaths; q: QmpClient; prepared?: tracking.PreparedPoint; takenAt?: Date; agent?: FreezeAgent; consistency: 'crash' | 'app'; freezeError?: string }[] = [];
+    const body = async (): Promise<GroupPoints> => {
+      try {
+        for (const name of order) {
+          const def = await readDefinition(this.root, name);
+          const paths = this.paths(name);
+          if ((await findQemu(paths)) === undefined) throw conflict('machine-not-running', `VM "${name}" is not running; a group point needs every VM of the group running.`, { hint: 'Start the VM, or take it out of the replication group.' });
+          if (this.#points.has(name)) throw conflict('point-open', `VM "${name}" already has an open point; release it before taking the next.`);
+          const q = await QmpClient.connect(paths.qmp, { timeoutMs: 10_000 });
+          held.push({ name, def, paths, q, consistency: 'crash' });
+          await this.#unstick(q, paths);
+        }
+        for (const h of held) h.prepared = await tracking.preparePoint(h.q, h.def, h.paths, signal);
+        // A process killed inside the barrier would leave the VMs stopped (or frozen): the marker
+        // lets the next call on the VM, from any process, let it run again (#unstick).
+        await Promise.all(held.map((h) => writeFile(join(h.paths.run, BARRIER_MARKER), JSON.stringify({ at: Date.now(), frozen: opts.appConsistent === true }) + '\n')));
+        if (opts.appConsistent) {
+          await Promise.all(held.map(async (h) => {
+            try {
+              h.agent = await FreezeAgent.connect(h.paths.agent, opts.freezeTimeoutMs ?? 10_000);
+              await h.agent.freeze();
+              h.consistency = 'app';
+            } catch (err) {
+              h.freezeError = (err as Error).message;
+            }
+          }));
+        }
+        let stoppedAt = 0;
+        let pauseMs = 0;
+        try {
+          stoppedAt = performance.now();
+          await Promise.all(held.map((h) => h.q.execute('stop', undefined, { signal })));
+          await Promise.all(held.map(async (h) => { h.takenAt = await tracking.commitPoint(h.q, h.def, h.paths, h.prepared!, signal); }));
+        } finally {
+          // Every VM runs again whatever happened (a VM left stopped is an outage).
+          await Promise.all(held.map((h) => h.q.execute('cont').catch(() => undefined)));
+          pauseMs = stoppedAt === 0 ? 0 : performance.now() - stoppedAt;
+          await Promise.all(held.map(async (h) => {
+            if (!h.agent) return;
+            await h.agent.thaw().catch((err: unknown) => {
+              h.consistency = 'crash';
+              h.freezeError = `thaw failed: ${(err as Error).message}`;
+            });
+            h.agent.close();
+          }));
+          await Promise.all(held.map((h) => rm(join(h.paths.run, BARRIER_MARKER), { force: true })));
+        }
+        const points: Point[] = [];
+        try {
+          for (const h of held) {
+            const open = await tracking.openPoint(h.q, h.def, h.paths, h.prepared!, h.takenAt!, signal);
+            this.#points.set(h.name, open);
+            points.push({ ...this.#pointOf(h.name, open), consistency: h.consistency, ...(h.freezeError ? { freezeError: h.freezeError } : {}) });
+          }
+        } catch (err) {
+          // All or nothing: points already opened are released unconsumed (their changes stay
+          // tracked); the others were folded back by openPoint or are left for the next point.
+          for (const p of points) {
+            const h = held.find((x) => x.name === p.machine)!;
+            await this.#releaseHeld(p, h.q, h.def, h.paths).catch(() => undefined);
+          }
+          throw err;
+        }
+        const byName = new Map(points.map((p) => [p.machine, p]));
+        return { points: names.map((n) => byName.get(n)!), pauseMs: Math.round(pauseMs * 10) / 10 };
+      } catch (err) {
+        for (const h of held) if (h.prepared && !h.takenAt) await tracking.abandonPoint(h.q, h.def, h.paths, h.prepared).catch(() => undefined);
+        throw err;
+      } finally {
+        for (const h of held) await h.q.close().catch(() => undefined);
+      }
+    };
+    // Nested locks in name order: the body runs holding every VM's lock.
+    const run = order.reduceRight<() => Promise<GroupPoints>>((inner, name) => () => this.#locked(name, inner), body);
+    return run();
+  }
+
+  /** A VM left stopped (and perhaps frozen) by a process killed inside a group barrier runs
+   * again: `cont`, then thaw when the barrier had frozen it. Called under the VM's lock. */
+  async #unstick(q: QmpClient, paths: VmPaths): Promise<void> {
+    const marker = join(paths.run, BARRIER_MARKER);
+    const text = await readFile(marker, 'utf8').catch(() => null);
+    if (text === null) return;
+    let frozen = false;
+    try { frozen = (JSON.parse(text) as { frozen?: boolean }).frozen === true; } catch { /* a torn marker: cont anyway */ }
+    await q.execute('cont').catch(() => undefined); // running already: nothing to do
+    if (frozen) {
+      const agent = await FreezeAgent.connect(paths.agent, 10_000).catch(() => undefined);
+      await agent?.thaw().catch(() => undefined);
+      agent?.close();
+    }
+    await rm(marker, { force: true });
+  }
+
+  /** Releases (unconsumed) a point whose VM lock and QMP connection the caller holds. */
+  async #releaseHeld(point: Point, q: QmpClient, def: MachineDefinition, paths: VmPaths): Promise<void> {
+    const open = this.#points.get(point.machine);
+    if (!open || open.id !== point.id) return;
+    for (const d of open.disks) await d.client.disconnect().catch(() => undefined);
+    this.#points.delete(point.machine);
+    await tracking.releasePoint(q, def, paths, open.generation, false);
+  }
+
   #pointOf(name: string, open: tracking.OpenPoint): Point {
     const nbd = this.paths(name).nbd;
     return {
@@ -418,7 +536,10 @@ export class QemuProvider implements MachineProvider {
       if ((await findQemu(paths)) === undefined) {
         throw conflict('machine-not-running', `VM "${name}" is not running; change tracking and points need its QEMU.`, { hint: 'Start the VM first.' });
       }
-      return this.#withQmp(name, (q) => fn(q, def, paths));
+      return this.#withQmp(name, async (q) => {
+        await this.#unstick(q, paths);
+        return fn(q, def, paths);
+      });
     });
   }
 

@@ -152,6 +152,24 @@ export interface OpenPoint {
 
 /** Takes a point: the transaction, the fleecing overlays, the NBD exports, the changed extents. */
 export async function takePoint(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, signal?: AbortSignal): Promise<OpenPoint> {
+  const prepared = await preparePoint(qmp, def, paths, signal);
+  const takenAt = await commitPoint(qmp, def, paths, prepared, signal);
+  return openPoint(qmp, def, paths, prepared, takenAt, signal);
+}
+
+/** A point made ready but not yet taken: its fleecing overlays exist; the transaction has not run. */
+export interface PreparedPoint {
+  generation: number;
+  disks: DiskInfo[];
+}
+
+/**
+ * takePoint in three steps, so that a replication group's barrier holds its VMs only for the
+ * instant itself: preparePoint (overlays created and added; nothing observable changes),
+ * commitPoint (the one QMP transaction: the point's instant), openPoint (NBD exports and
+ * clients). A prepared point that is not committed is undone by abandonPoint.
+ */
+export async function preparePoint(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, signal?: AbortSignal): Promise<PreparedPoint> {
   let view = await inspect(qmp, def, paths, signal);
   if (view.status.state === 'off') throw conflict('cbt-not-started', `Change tracking is not started for VM "${def.name}".`, { hint: 'Start tracking first (startTracking).' });
   if (view.status.state === 'lost') throw lostError(def.name, view.status);
@@ -161,7 +179,14 @@ export async function takePoint(qmp: QmpClient, def: MachineDefinition, paths: V
   }
   const gen = view.active!;
   // Sizes from QEMU itself (no qemu-img process per disk), overlays created in parallel.
-  const nodes = await qmp.execute('query-named-block-nodes', { flat: true }, { signal });
+  let nodes = await qmp.execute('query-named-block-nodes', { flat: true }, { signal });
+  // Overlays of a point that was prepared but never taken (its process was killed before the
+  // transaction; no bitmap changed): removed, or their files stay locked by QEMU.
+  const leftover = def.disks.map((_, i) => i).filter((i) => nodes.some((n) => n['node-name'] === fleeceNode(i)));
+  if (leftover.length > 0) {
+    await removeOverlays(qmp, paths, leftover);
+    nodes = await qmp.execute('query-named-block-nodes', { flat: true }, { signal });
+  }
   const disks: DiskInfo[] = def.disks.map((d, i) => ({
     id: diskNode(i), path: d.path, format: d.format,
     sizeBytes: nodes.find((n) => n['node-name'] === diskNode(i))?.image['virtual-size'] ?? 0,
@@ -177,21 +202,34 @@ export async function takePoint(qmp: QmpClient, def: MachineDefinition, paths: V
       }, { signal });
       created.push(i);
     }
-    const actions: TransactionAction[] = [];
-    def.disks.forEach((_, i) => {
-      actions.push({ type: 'block-dirty-bitmap-add', data: { node: diskNode(i), name: bitmapName(gen + 1), granularity: GRANULARITY, persistent: true } });
-      actions.push({ type: 'block-dirty-bitmap-disable', data: { node: diskNode(i), name: bitmapName(gen) } });
-      actions.push({ type: 'blockdev-backup', data: { 'job-id': fleeceJob(i), device: diskNode(i), target: fleeceNode(i), sync: 'none', 'auto-finalize': true, 'auto-dismiss': true } });
-    });
-    await qmp.execute('transaction', { actions }, { signal });
   } catch (err) {
-    for (const i of created) {
-      await qmp.execute('blockdev-del', { 'node-name': fleeceNode(i) }).catch(() => undefined);
-      await rm(join(paths.run, `fleece${i}.qcow2`), { force: true });
-    }
+    await removeOverlays(qmp, paths, created);
     throw err;
   }
-  const takenAt = new Date();
+  return { generation: gen, disks };
+}
+
+/** The point's instant: one transaction across the VM's disks. On failure the overlays are gone. */
+export async function commitPoint(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, prepared: PreparedPoint, signal?: AbortSignal): Promise<Date> {
+  const gen = prepared.generation;
+  const actions: TransactionAction[] = [];
+  def.disks.forEach((_, i) => {
+    actions.push({ type: 'block-dirty-bitmap-add', data: { node: diskNode(i), name: bitmapName(gen + 1), granularity: GRANULARITY, persistent: true } });
+    actions.push({ type: 'block-dirty-bitmap-disable', data: { node: diskNode(i), name: bitmapName(gen) } });
+    actions.push({ type: 'blockdev-backup', data: { 'job-id': fleeceJob(i), device: diskNode(i), target: fleeceNode(i), sync: 'none', 'auto-finalize': true, 'auto-dismiss': true } });
+  });
+  try {
+    await qmp.execute('transaction', { actions }, { signal });
+  } catch (err) {
+    await abandonPoint(qmp, def, paths, prepared);
+    throw err;
+  }
+  return new Date();
+}
+
+/** Exports a committed point over NBD and connects to it. */
+export async function openPoint(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, prepared: PreparedPoint, takenAt: Date, signal?: AbortSignal): Promise<OpenPoint> {
+  const gen = prepared.generation;
   try {
     await startNbdServer(qmp, paths, signal);
     for (let i = 0; i < def.disks.length; i++) {
@@ -199,10 +237,22 @@ export async function takePoint(qmp: QmpClient, def: MachineDefinition, paths: V
     }
     // What a later process needs to adopt this point if this one dies holding it.
     await writeFile(join(paths.run, 'point.json'), JSON.stringify({ generation: gen, takenAt: takenAt.toISOString() }) + '\n');
-    return { id: `${def.name}@${gen}`, generation: gen, takenAt, disks: await attach(paths, gen, disks) };
+    return { id: `${def.name}@${gen}`, generation: gen, takenAt, disks: await attach(paths, gen, prepared.disks) };
   } catch (err) {
     await releasePoint(qmp, def, paths, gen, false).catch(() => undefined);
     throw err;
+  }
+}
+
+/** Undoes a prepared point that was not committed (its overlays are removed). */
+export async function abandonPoint(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, _prepared: PreparedPoint): Promise<void> {
+  await removeOverlays(qmp, paths, def.disks.map((_, i) => i));
+}
+
+async function removeOverlays(qmp: QmpClient, paths: VmPaths, disks: number[]): Promise<void> {
+  for (const i of disks) {
+    await qmp.execute('blockdev-del', { 'node-name': fleeceNode(i) }).catch(() => undefined);
+    await rm(join(paths.run, `fleece${i}.qcow2`), { force: true });
   }
 }
 
