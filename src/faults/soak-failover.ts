@@ -235,6 +235,7 @@ export async function runFailoverOne(a: { index: number; seed: number; rng: Prng
       return page.items.reverse();
     },
     item: () => soakApi(server!, 'GET', '/items/db1'),
+    stepJob: async () => (currentJob ? soakApi<{ state: string; tasks: { name: string; state: string }[] }>(server!, 'GET', `/jobs/${currentJob}`) : null),
   };
 
   /** One step of the cycle: starts its job, injects the fault when it is this run's phase, waits
@@ -244,7 +245,10 @@ export async function runFailoverOne(a: { index: number; seed: number; rng: Prng
     const started = Date.now();
     let job = (await soakApi<{ job: { id: string } }>(server!, 'POST', route, body)).job.id;
     currentJob = job;
-    if (name === phase) fault = { ...fault, ...(await scenario.inject(ctx, phase)) };
+    if (name === phase) {
+      const injected = await scenario.inject(ctx, phase); // sets fault.jobAtKill meanwhile
+      fault = { ...fault, ...injected };
+    }
     for (let attempt = 1; ; attempt++) {
       const j = await waitJob(server!, job, 300_000);
       if (j.state === 'succeeded') break;

@@ -37,6 +37,8 @@ export interface RunContext {
   events(): Promise<SoakEvent[]>;
   /** The item as the API shows it. */
   item(): Promise<{ state: string; health: string; details: Record<string, unknown> }>;
+  /** In a failover run: the job of the step under way (null when none). */
+  stepJob?(): Promise<{ state: string; tasks: { name: string; state: string }[] } | null>;
 }
 
 export interface ScenarioSetup {
@@ -68,19 +70,40 @@ const kill9 = (phase: Phase): Scenario => ({
   },
 });
 
-/** kill -9 of rebound serve at a random moment of a failover step's job (0..maxMs after it was
- * started: about the step's length here, so some kills land after the job ended), then a
- * restart on the same data directory after 0–3 s. */
-const kill9Step = (phase: 'failover' | 'commit' | 'reverse' | 'failback', what: string, maxMs: number): Scenario => ({
+/** kill -9 of rebound serve at a random moment of a failover step's job: a task of the job is
+ * picked at random (or, in one run of n+1, the job's end), the harness polls the job every 10 ms
+ * until that task runs, waits 0–`jitterMs` more and kills; then a restart on the same data
+ * directory after 0–3 s. The jobs are fast here (an unplanned failover of these images takes
+ * well under a second), so a plain random delay would mostly land after the job ended. */
+const kill9Step = (phase: 'failover' | 'commit' | 'reverse' | 'failback', what: string, jitterMs: number): Scenario => ({
   name: `kill9-${phase}`,
-  description: `kill -9 of rebound serve at a random moment of ${what} (physical sites), then a restart; the job ends or is started again, the images verify and hold what was acknowledged`,
+  description: `kill -9 of rebound serve while a random task of ${what} runs (physical sites), then a restart; the job ends or is started again, the images verify and hold what was acknowledged`,
   phases: [phase],
   async inject(ctx) {
-    const afterMs = ctx.rng.int(0, maxMs);
-    await ctx.sleep(afterMs);
+    const first = await ctx.stepJob?.();
+    const n = first?.tasks.length ?? 1;
+    const target = ctx.rng.int(0, n); // n: after the job ended
+    const jitter = ctx.rng.int(0, jitterMs);
     const pauseMs = ctx.rng.int(0, 3000);
+    const t0 = Date.now();
+    let seen = 'the job ended';
+    for (;;) {
+      const j = await ctx.stepJob?.().catch(() => null);
+      if (!j || ['succeeded', 'failed', 'cancelled'].includes(j.state)) break;
+      const t = j.tasks[target];
+      if (t && t.state !== 'pending') {
+        seen = `task ${target} (${t.name}) ${t.state}`;
+        break;
+      }
+      if (Date.now() - t0 > 120_000) {
+        seen = 'gave up waiting after 120 s';
+        break;
+      }
+      await ctx.sleep(10);
+    }
+    await ctx.sleep(jitter);
     await ctx.restart('kill9', pauseMs);
-    return { killAfterMs: afterMs, restartAfterMs: pauseMs };
+    return { targetTask: target === n ? 'end' : target, reached: seen, jitterMs: jitter, killAfterMs: Date.now() - t0, restartAfterMs: pauseMs };
   },
 });
 
@@ -166,12 +189,10 @@ export const SCENARIOS: readonly Scenario[] = [
   diskFull,
   clock('forward'),
   clock('backward'),
-  // Windows about one step's length here without a fault (failover 1.5 s, commit 0.6 s, reverse
-  // replication's first sync 5 s, failback with a full download ~10 s), plus some.
-  kill9Step('failover', 'an unplanned failover', 2500),
-  kill9Step('commit', "a failover's commit", 1500),
-  kill9Step('reverse', "reverse replication's first sync", 6000),
-  kill9Step('failback', 'a failback with --sync full', 12000),
+  kill9Step('failover', 'an unplanned failover', 100),
+  kill9Step('commit', "a failover's commit", 100),
+  kill9Step('reverse', "reverse replication's first sync", 2000),
+  kill9Step('failback', 'a failback with --sync full', 1000),
 ];
 
 export function scenarioByName(name: string): Scenario {
