@@ -98,6 +98,21 @@ test('two guests in one replication group: their linked records hold on the repl
   }
   const items = JSON.parse((await cli(['items', '--json'])).stdout) as { items: { machine: string; group: string | null }[] };
   assert.deepEqual(items.items.map((i) => [i.machine, i.group]).sort(), [[A, 'g'], [B, 'g']]);
+  // Moving and leaving a group (CLI); the item shows it; then back into g.
+  let g = await cli(['item', 'group', A, 'other', '--json']);
+  assert.equal(g.code, 0, g.stderr);
+  assert.equal((JSON.parse(g.stdout) as { group: string }).group, 'other');
+  g = await cli(['item', 'group', A, '--leave']);
+  assert.equal(g.code, 0, g.stderr);
+  assert.match(g.stdout, /ga is in no replication group/);
+  g = await cli(['item', 'group', A]);
+  assert.equal(g.code, 2, 'a group or --leave is needed');
+  g = await cli(['item', 'group', A, 'Bad Name']);
+  assert.equal(g.code, 2, g.stderr);
+  assert.match(g.stderr, /replication group name 'Bad Name' is not valid/);
+  g = await cli(['item', 'group', A, 'g']);
+  assert.equal(g.code, 0, g.stderr);
+  assert.equal((await api<{ group: string | null }>(server, 'GET', `/items/${A}`)).group, 'g');
 
   // The coordinator: B writes n (durable), then A writes n; so A ≤ B ≤ A + 1 at every instant.
   const vm = async (name: string) => ({ sock: prim.paths(name).console, log: (await prim.state(name)).consoleLog! });
