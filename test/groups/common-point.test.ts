@@ -15,6 +15,7 @@ import type { Store } from '../../src/store/open.ts';
 import { machinePoints } from '../../src/vault/jobs/plan.ts';
 import { setGroup } from '../../src/vault/groups.ts';
 import { ReplicationCatalogue } from '../../src/vault/replication-catalogue.ts';
+import { groupKey, groupPointKind } from '../../src/replication/group.ts';
 import { dialects, withStore } from '../support/db.ts';
 
 const refused = (code: string) => (e: unknown): boolean => {
@@ -170,4 +171,16 @@ it('group rules without a store: pairing and direction shared; frozen states nam
   assert.throws(() => checkGroupMembership('g', m('a', 'p1', 'reverse'), [m('b')]), refused('group-direction-mismatch'));
   for (const s of ['test-failover', 'failing-over', 'failback-syncing', 'failback-ready'] as const) assert.throws(() => checkGroupChange('a', s, 'g', null), refused('group-change-refused'));
   for (const s of ['protected', 'initial-replication', 'failed-over', 'committed'] as const) checkGroupChange('a', s, 'g', null);
+});
+
+it('a group point is app-consistent only when every member froze; group keys are per source site and name', () => {
+  assert.equal(groupPointKind([{ consistency: 'app' }, { consistency: 'app' }]), 'app');
+  assert.equal(groupPointKind([{ consistency: 'app' }, { consistency: 'crash' }]), 'crash');
+  assert.equal(groupPointKind([{ consistency: 'app' }, {}]), 'crash');
+  assert.equal(groupPointKind([]), 'crash');
+  const k = groupKey({ group: 'g', sourceSiteId: 's1' });
+  assert.match(k, /^g-[0-9a-f]{24}$/);
+  assert.equal(groupKey({ group: 'g', sourceSiteId: 's1' }), k);
+  assert.notEqual(groupKey({ group: 'g', sourceSiteId: 's2' }), k);
+  assert.notEqual(groupKey({ group: 'h', sourceSiteId: 's1' }), k);
 });
