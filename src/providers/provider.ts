@@ -176,6 +176,9 @@ export interface MachineProvider {
   /** Opens a stopped machine's disks without running it (QEMU: started with the CPUs stopped),
    * so a point can be taken of its final state; stop it with powerOff. */
   startPaused?(name: string, signal?: AbortSignal): Promise<MachineInfo>;
+  /** Lets a machine opened with startPaused run (QEMU: `cont`), e.g. once change tracking has
+   * started on it, so that not one of its writes escapes the tracking. */
+  resume?(name: string, signal?: AbortSignal): Promise<MachineInfo>;
 
   // Recovery side.
   createReplica?(spec: ReplicaSpec, signal?: AbortSignal): Promise<MachineInfo>;

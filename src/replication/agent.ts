@@ -267,7 +267,15 @@ export class Agent {
       if (!p.takePoint) throw new ReboundError('conflict', 'provider-no-points', `The ${p.kind} provider cannot take points of ${a.machine}.`);
       const status = await p.trackingStatus?.(a.machine, signal);
       const fullCopy = !last?.seeded || a.resync !== null || status?.state !== 'active';
-      if (status?.state === 'lost' || (a.resync !== null && last?.seeded)) {
+      // Reverse replication after a failover that lost nothing: the replica's base is what the
+      // machine started from, and its tracking has recorded every write since, so the tracked
+      // changes are the differences (no digest pass over whole disks). Tracking that is no longer
+      // intact falls back to digests.
+      const byTracking = a.resync !== null && a.resyncMode === 'cbt' && status?.state === 'active';
+      if (a.resyncMode === 'cbt' && a.resync !== null && !byTracking) {
+        this.#o.logger.warn({ item: a.itemId, tracking: status?.state ?? 'none' }, 'agent: change tracking since the failover is not intact; resync by digests');
+      }
+      if (status?.state === 'lost' || (a.resync !== null && last?.seeded && !byTracking)) {
         await p.resetTracking?.(a.machine, signal);
       } else if (status?.state !== 'active') {
         await p.startTracking?.(a.machine, signal);
@@ -285,9 +293,13 @@ export class Agent {
           // Differences by digests: a resync that asks for them (reverse replication over old
           // disks), and a seeded item whose change tracking was lost (QEMU killed): only the
           // blocks that differ from the replica are sent, never a silent full copy.
-          const byDigests = fullCopy && (a.resyncMode === 'digests' || (a.resync === null && last?.seeded === true && status?.state === 'lost'));
-          const digests = byDigests ? await this.#differences(a, d, signal, a.resyncMode === 'digests' ? undefined : last?.pointId) : null;
-          if (digests) ranges = digests;
+          const byDigests = fullCopy && !byTracking && (a.resyncMode === 'digests' || a.resyncMode === 'cbt' || (a.resync === null && last?.seeded === true && status?.state === 'lost'));
+          const digests = byDigests ? await this.#differences(a, d, signal, a.resync !== null ? undefined : last?.pointId) : null;
+          if (byTracking && d.changes.kind === 'extents') {
+            ranges = d.changes.extents;
+            this.#o.logger.info({ item: a.itemId, disk: d.disk.id, changed: ranges.reduce((n, e) => n + e.length, 0), size: d.disk.sizeBytes }, 'agent: resync by change tracking since the failover');
+          } else if (byTracking) ranges = await this.#differences(a, d, signal) ?? (d.allocated ? await d.allocated(signal) : [{ offset: 0, length: d.disk.sizeBytes }]);
+          else if (digests) ranges = digests;
           // A full resync over a replica that already holds data must also overwrite what is a
           // hole at the source now, or old data would stay there: the whole disk is sent.
           else if (fullCopy && a.resync !== null && last?.seeded === true) ranges = [{ offset: 0, length: d.disk.sizeBytes }];

@@ -35,8 +35,11 @@ export interface Assignment {
   resync: string | null;
   /** How the resync is done: `full` copies everything allocated; `digests` compares block
    * digests with the replica at the target and sends only differing blocks (reverse replication
-   * over the old disks). Null when no resync is asked. */
-  resyncMode: 'full' | 'digests' | null;
+   * over the old disks); `cbt` sends the blocks the source's change tracking recorded since it
+   * started, when the replica's base is exactly what the source started from (reverse
+   * replication after a failover that lost nothing), and falls back to digests when that tracking
+   * is no longer intact. Null when no resync is asked. */
+  resyncMode: 'full' | 'digests' | 'cbt' | null;
   /** Machine config (physical hooks etc.). */
   config: Record<string, unknown>;
   /** Replication group: the agent takes the group's points at one barrier across its machines

@@ -72,8 +72,8 @@ export class ReplicationCatalogue {
       const details = parseJson<Details>(r.details, {});
       if (itemId === undefined && details['preparing'] === true) continue; // its job prepares a resync first
       // After a failover the machine runs as the machine recorded for that site on the item.
-      const placements = (details['placements'] ?? {}) as Record<string, { name?: string; disks?: AssignedDisk[] }>;
-      const running = placements[sourceSiteId] ?? (details['runningAs'] as { name?: string; disks?: AssignedDisk[] } | undefined) ?? undefined;
+      const placements = (details['placements'] ?? {}) as Record<string, { name?: string; disks?: AssignedDisk[]; root?: string }>;
+      const running = placements[sourceSiteId] ?? (details['runningAs'] as { name?: string; disks?: AssignedDisk[]; root?: string } | undefined) ?? undefined;
       out.push({
         itemId: r.itemId,
         machine: running?.name ?? r.machine,
@@ -82,7 +82,8 @@ export class ReplicationCatalogue {
         sourceSiteId,
         targetSiteId,
         provider: source.provider as 'qemu' | 'physical',
-        sourceRoot: source.root,
+        // A machine placed on an alternate host (failback --host) is read from that host's root.
+        sourceRoot: running?.root ?? source.root,
         disks: running?.disks ?? parseJson<AssignedDisk[]>(r.disks, []),
         policy: {
           frequencySeconds: r.frequency_s,
@@ -95,7 +96,7 @@ export class ReplicationCatalogue {
         processServer: this.#chooseProcessServer(registered, r.itemId, sourceSiteId),
         masterTarget: this.#chooseMasterTarget(registered, targetSiteId),
         resync: typeof details.resync === 'string' ? details.resync : null,
-        resyncMode: typeof details.resync === 'string' ? (details['resyncMode'] === 'digests' ? 'digests' : 'full') : null,
+        resyncMode: typeof details.resync === 'string' ? (details['resyncMode'] === 'digests' || details['resyncMode'] === 'cbt' ? details['resyncMode'] : 'full') : null,
         config: parseJson<Record<string, unknown>>(r.config, {}),
         group: r.group_name,
       });

@@ -3,7 +3,7 @@
 // isolated network while replication goes on; cleanup keeps the notes) → planned failover (the
 // recovery VM resumes at exactly the last record the source wrote before it shut down: zero
 // loss) → commit (its disks no longer depend on the replica store) → reverse replication (only
-// the differences from the old disks are sent) → failback synced before + complete-failover (zero
+// the blocks the recovery VM's change tracking recorded since the failover are sent) → failback synced before + complete-failover (zero
 // loss again) → commit (the recovery-site machine is gone) → reverse replication (protected
 // primary → recovery once more, a full copy).
 import { after, before, test } from 'node:test';
@@ -140,6 +140,13 @@ test('the full cycle: protect, drill, planned failover, commit, reverse, failbac
   const full = await allocated(recDisks[0]!.path);
   assert.ok(diffBytes < full / 2, `reverse replication sent ${diffBytes} bytes of differences; a full copy would send ${full}`);
   process.stdout.write(`# reverse replication: ${diffBytes} bytes of differences instead of ${full} allocated\n`);
+  // The planned failover lost nothing and started the recovery VM with change tracking, so the
+  // differences come from that tracking (no digest pass over the disks); the failback below
+  // proves they were complete (the primary resumes at exactly the recovery VM's last record).
+  const foLog = (await api<{ log: { message: string }[] }>(server, 'GET', `/jobs/${fo.id}`)).log.map((l) => l.message);
+  assert.ok(foLog.some((m) => /change tracking on app1 started before its first instruction/.test(m)), JSON.stringify(foLog));
+  const rvLog = (await api<{ log: { message: string }[] }>(server, 'GET', `/jobs/${rv.id}`)).log.map((l) => l.message);
+  assert.ok(rvLog.some((m) => /change tracking recorded since the failover are sent \(no digest pass\)/.test(m)), JSON.stringify(rvLog));
   assert.ok(rv.tasks.length === 3);
 
   // A failback cancelled during its sync changes nothing: the item is protected in reverse

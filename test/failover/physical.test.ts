@@ -1,9 +1,10 @@
 // A physical machine (two raw image files) between two physical sites, through a real
 // `rebound serve`: unplanned failover produces images at the recovery site that, once committed,
 // are byte-identical to the source; the machine then changes there; reverse replication sends
-// only the differing blocks (digests against the old images); a failback with --sync full (the
-// stop hook stops it at the recovery site, then a full download) brings every change home, byte
-// for byte; its commit removes the recovery-site images.
+// only the differing blocks (digests against the old images); a failback with --sync full to an
+// alternate host of the primary site (the stop hook stops it at the recovery site, then a full
+// download) brings every change home, byte for byte, under that host's root while the original
+// images stay untouched; its commit removes the recovery-site images.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -101,10 +102,31 @@ test('a physical machine: unplanned failover to images, commit, reverse by diffe
   const sent = it.details.replication?.bytesTotal ?? Infinity;
   assert.ok(sent <= 40 * 64 * 1024, `reverse replication sent ${sent} bytes for 40 changed 4 KiB blocks (64 KiB replica blocks)`);
 
-  // Failback with a full download (--sync full: no digests, no phase 1): the stop hook stops it
-  // at dr, then every allocated block is sent and the machine's images are made at srv.
+  // Hosts of srv: a local alternate host, a remote one, and roots that would leave the site.
+  await api(server, 'POST', '/sites/srv/hosts', { name: 'alt' });
+  await api(server, 'POST', '/sites/srv/hosts', { name: 'far', address: '192.0.2.7' });
+  for (const root of [join(dir, 'b', 'x'), '../escape', join(dir, 'a')]) {
+    const r = await fetch(`${server.url}/api/v1/sites/srv/hosts`, { method: 'POST', headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'bad', config: { root } }) });
+    assert.equal(r.status, 400, `host root ${root}`);
+    assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'host-root-outside-site');
+  }
+  const refuse = async (host: string, status: number, code: string, words: RegExp): Promise<void> => {
+    const r = await fetch(`${server.url}/api/v1/items/db1/failover`, { method: 'POST', headers: { authorization: `Bearer ${server.token}`, 'content-type': 'application/json' }, body: JSON.stringify({ mode: 'planned', sync: 'full', host }) });
+    const e = ((await r.json()) as { error: { code: string; message: string } }).error;
+    assert.equal(r.status, status, JSON.stringify(e));
+    assert.equal(e.code, code);
+    assert.match(e.message, words);
+  };
+  await refuse('nosuch', 404, 'host.not-found', /site srv has no host named 'nosuch' \(its hosts: alt, far\)/);
+  await refuse('far', 409, 'host-remote', /host agent/);
+  assert.equal((await item()).state, 'protected', 'a refused failback changes nothing');
+
+  // Failback with a full download (--sync full: no digests, no phase 1) to the alternate host:
+  // the stop hook stops it at dr, then every allocated block is sent and the machine's images
+  // are made under srv's host alt; the original images at srv are left as they were.
+  const original = await Promise.all(src.map(sha));
   await scribble(atB[0]!.path, 32 * MIB, 20);
-  const fb = await start('/items/db1/failover', { mode: 'planned', sync: 'full' });
+  const fb = await start('/items/db1/failover', { mode: 'planned', sync: 'full', host: 'alt' });
   const fbDone = await waitJob(server, fb, 240_000);
   const fbLog = (await api<{ log: { message: string }[] }>(server, 'GET', `/jobs/${fb}`)).log.map((l) => l.message).join('\n');
   assert.match(fbLog, /--sync full: every allocated block/);
@@ -115,6 +137,20 @@ test('a physical machine: unplanned failover to images, commit, reverse by diffe
   it = await item();
   const home = Object.entries(it.details.placements ?? {}).find(([, p]) => p.disks[0]!.path.startsWith(join(dir, 'a')))?.[1]?.disks ?? [];
   assert.equal(home.length, 2, JSON.stringify(it.details.placements));
-  for (const [i, d] of home.entries()) assert.equal(await sha(d.path), want[i], `${d.path} holds exactly what dr had`);
+  for (const [i, d] of home.entries()) {
+    assert.ok(d.path.startsWith(join(dir, 'a', 'hosts', 'alt') + '/'), `${d.path} is under host alt's root`);
+    assert.equal(await sha(d.path), want[i], `${d.path} holds exactly what dr had`);
+  }
+  assert.deepEqual(await Promise.all(src.map(sha)), original, 'the original images at srv are untouched by a failback to another host');
+  assert.match(fbLog, /on host alt/);
+
+  // Protected again from the alternate host: replication reads its images there.
+  await waitJob(server, await start('/items/db1/reverse-replicate'), 180_000);
+  it = await item();
+  assert.equal(it.state, 'protected');
+  assert.equal(it.direction, 'forward');
+  await scribble(home[0]!.path, 32 * MIB, 5);
+  const changedAt = Date.now();
+  await waitFor('a point of the images on host alt', async () => (await points(server, 'db1')).find((p) => p.takenAt > changedAt + 100), 60_000, 500);
   for (const d of atB) await assert.rejects(stat(d.path), `${d.path} was removed by the failback's commit`);
 });

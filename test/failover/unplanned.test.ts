@@ -73,4 +73,16 @@ test('the source killed mid-write: unplanned failover from the latest point lose
   assert.equal(report.counts.gaps, 0);
   process.stdout.write(`# unplanned failover: source durable to ${durable}, recovery resumed after ${resumed} (lost ${lost} records = ${(lost / RATE).toFixed(1)} s)\n`);
   assert.ok((await readFile(srcLog, 'utf8')).length > 0);
+
+  // Commit, then reverse replication: the source was killed after the chosen point, so its old
+  // disk holds writes the recovery VM never saw; change tracking cannot stand for the
+  // differences and the digests are compared.
+  await waitJob(server, (await api<{ job: { id: string } }>(server, 'POST', '/items/db1/commit', {})).job.id, 300_000);
+  await rec.start('db1');
+  const rv = await waitJob(server, (await api<{ job: { id: string } }>(server, 'POST', '/items/db1/reverse-replicate', {})).job.id, 300_000);
+  const rvLog = (await api<{ log: { message: string }[] }>(server, 'GET', `/jobs/${rv.id}`)).log.map((l) => l.message);
+  assert.ok(rvLog.some((l) => /only the blocks that differ are sent \(digest comparison\)/.test(l)), JSON.stringify(rvLog));
+  const back = await api<{ state: string; direction: string }>(server, 'GET', '/items/db1');
+  assert.equal(back.state, 'protected');
+  assert.equal(back.direction, 'reverse');
 });

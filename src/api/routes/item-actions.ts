@@ -8,7 +8,9 @@ import type { Static } from '@sinclair/typebox';
 import { conflict, notFound } from '../../domain/errors.ts';
 import type { OperatorAction } from '../../domain/lifecycle.ts';
 import { parsePointChoice } from '../../domain/points.ts';
-import type { JobParams } from '../../vault/item-actions.ts';
+import type { ItemActions, JobParams } from '../../vault/item-actions.ts';
+import { resolveHost } from '../../vault/jobs/recovery-context.ts';
+import type { Store } from '../../store/open.ts';
 import { validateName } from '../../domain/names.ts';
 import { validateGroupName } from '../../domain/groups.ts';
 import { checkJoin, setGroup } from '../../vault/groups.ts';
@@ -34,6 +36,15 @@ const FailoverBody = Type.Object({
   host: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
 }, { additionalProperties: false });
 const JobParam = Type.Object({ id: Type.String({ minLength: 1, maxLength: 100 }) });
+
+/** A failback's --host must name a local host of the site the machine fails back to (checked
+ * before the job is queued, so a typo fails at once). Machines that are not failing back are left
+ * to the lifecycle, which refuses --host for them with its own reason. */
+export async function checkFailbackHost(store: Store, actions: ItemActions, machine: string, host: string): Promise<void> {
+  const l = await actions.load(machine);
+  if (!l.item || l.item.direction !== 'reverse') return;
+  await resolveHost(store, l.pairing.primary_site_id, host);
+}
 
 export function itemActionRoutes(app: FastifyInstance, deps: ApiDeps): void {
   const actions = deps.actions;
@@ -96,9 +107,7 @@ export function itemActionRoutes(app: FastifyInstance, deps: ApiDeps): void {
       ...(b.sync === undefined ? {} : { sync: b.sync }),
       ...(b.host === undefined ? {} : { host: validateName(b.host, 'host') }),
     };
-    if (action.host !== undefined) {
-      throw conflict('not-implemented', `failback to an alternate host is not available in this build: every site runs its machines on its local host. Drop --host.`);
-    }
+    if (action.host !== undefined) await checkFailbackHost(deps.store, actions, (req.params as { machine: string }).machine, action.host);
     return act(req, reply, action, principalOf(req).name);
   });
 

@@ -106,6 +106,13 @@ export function siteRoutes(app: FastifyInstance, deps: ApiDeps): void {
     if (await db.selectFrom('hosts').select('id').where('site_id', '=', site.id).where('name', '=', name).executeTakeFirst()) {
       throw conflict('host.exists', `site ${site.name} already has a host named '${name}': choose another name.`);
     }
+    const root = (body.config as Record<string, unknown> | undefined)?.['root'];
+    if (root !== undefined) {
+      const rel = typeof root === 'string' && path.isAbsolute(root) ? path.relative(site.root, path.resolve(root)) : null;
+      if (rel === null || rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) {
+        throw invalid('host-root-outside-site', `config.root of host ${name} must be an absolute directory inside site ${site.name}'s root ${site.root} (got ${JSON.stringify(root)}): every path Rebound writes stays under its site's root.`);
+      }
+    }
     const row: Row<'hosts'> = { id: newId(), site_id: site.id, name, address: body.address ?? null, config: JSON.stringify(body.config ?? {}), created_at: now() };
     await db.insertInto('hosts').values(row).execute();
     return reply.code(201).send(hostView(row, site.name));

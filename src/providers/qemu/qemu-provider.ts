@@ -151,6 +151,14 @@ export class QemuProvider implements MachineProvider {
     return this.#start(name, true, signal);
   }
 
+  async resume(name: string, signal?: AbortSignal): Promise<MachineInfo> {
+    await this.#locked(name, async () => {
+      if ((await findQemu(this.paths(name))) === undefined) throw conflict('machine-not-running', `VM "${name}" is not running; start it instead of resuming it.`);
+      await this.#withQmp(name, (q) => q.execute('cont', undefined, { signal }));
+    });
+    return this.state(name, signal); // outside the lock: state() takes it too
+  }
+
   async #start(name: string, paused: boolean, signal?: AbortSignal): Promise<MachineInfo> {
     return this.#locked(name, async () => {
       const def = await readDefinition(this.root, name);

@@ -12,7 +12,7 @@ import type { AssignedDisk } from '../../replication/link.ts';
 import type { Store } from '../../store/open.ts';
 import type { JobParams } from '../item-actions.ts';
 import type { RecoveryPlane } from '../recovery-plane.ts';
-import { exists, loadRecovery, machineDir, site, updateDetails, writeKeyFile } from './recovery-context.ts';
+import { exists, loadRecovery, machineDir, onHost, site, updateDetails, writeKeyFile } from './recovery-context.ts';
 import { stateOrNull } from './failover.ts';
 
 const run = promisify(execFile);
@@ -38,14 +38,14 @@ export function commitJob(store: Store, plane: RecoveryPlane): JobDefinition<Job
         const s = site(rc, rec.siteId);
         const t0 = Date.now();
         if (s.provider === 'qemu') {
-          const p = plane.provider(s);
+          const p = plane.provider(onHost(s, rec));
           if (!p.consolidate) throw new ReboundError('conflict', 'provider-cannot-consolidate', `the ${s.provider} provider cannot make ${rec.name}'s disks standalone.`);
           await ctx.log(`copying the replica data ${rec.name} still reads into its own disks (live; the machine keeps running).`);
           await p.consolidate(rec.name, ctx.signal);
         } else {
           // A physical site's machines are plain raw images: each overlay is converted (sparse)
           // beside it, then the overlay goes.
-          const secrets = await writeKeyFile(machineDir(s, rec.name), await plane.secrets(rec.siteId, itemId));
+          const secrets = await writeKeyFile(machineDir(onHost(s, rec), rec.name), await plane.secrets(rec.siteId, itemId));
           const objs = (secrets ?? []).flatMap((x) => ['--object', `secret,id=${x.id},file=${x.file},format=raw`]);
           const raws: AssignedDisk[] = [];
           for (const d of rec.disks) {
@@ -57,7 +57,7 @@ export function commitJob(store: Store, plane: RecoveryPlane): JobDefinition<Job
             raws.push({ ...d, path: raw, format: 'raw' as const });
           }
           for (const x of secrets ?? []) await rm(x.file, { force: true });
-          await updateDetails(store, itemId, (dd) => ({ ...dd, failover: dd.failover ? { ...dd.failover, disks: raws } : dd.failover, placements: { ...(dd.placements ?? {}), [rec.siteId]: { name: rec.name, disks: raws } } }));
+          await updateDetails(store, itemId, (dd) => ({ ...dd, failover: dd.failover ? { ...dd.failover, disks: raws } : dd.failover, placements: { ...(dd.placements ?? {}), [rec.siteId]: { name: rec.name, disks: raws, ...(rec.host ? { host: rec.host, root: rec.root } : {}) } } }));
           await plane.closeExports(rec.siteId, itemId, rec.tag, false);
           await ctx.log(`${rec.name}'s disks are standalone raw images (${((Date.now() - t0) / 1000).toFixed(1)} s): ${raws.map((d) => d.path).join(', ')}.`);
           return { disks: raws.map((d) => d.path) };
@@ -79,13 +79,13 @@ export function commitJob(store: Store, plane: RecoveryPlane): JobDefinition<Job
       const s = site(rc, plan.from);
       if (old) {
         if (s.provider === 'qemu') {
-          const p = plane.provider(s);
+          const p = plane.provider(onHost(s, old));
           const st = await stateOrNull(p, old.name, ctx.signal);
           if (st && st.state !== 'stopped') await p.powerOff(old.name, ctx.signal);
           if (st) await p.undefine(old.name, ctx.signal);
         }
         for (const d of old.disks) await rm(d.path, { force: true });
-        await rm(machineDir(s, old.name), { recursive: true, force: true });
+        await rm(machineDir(onHost(s, old), old.name), { recursive: true, force: true });
         await updateDetails(store, itemId, (d) => {
           const placements = { ...(d.placements ?? {}) };
           delete placements[plan.from];

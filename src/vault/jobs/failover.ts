@@ -10,7 +10,7 @@
 // (commit.ts) streams the store's data into them. Cancel and failure undo what the job made at
 // the target and put the item in the state the lifecycle names for it; a planned failover whose
 // source refuses to shut down changes nothing and replication resumes.
-import { rm } from 'node:fs/promises';
+import { rm, stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { conflict, ReboundError } from '../../domain/errors.ts';
 import type { JobPlan } from '../../domain/lifecycle.ts';
@@ -20,8 +20,8 @@ import type { MachineDefinition, MachineProvider } from '../../providers/provide
 import type { Store } from '../../store/open.ts';
 import type { ItemActions, JobParams } from '../item-actions.ts';
 import type { RecoveryPlane } from '../recovery-plane.ts';
-import { choosePoint, loadRecovery, machineDir, placementAt, site, updateDetails, when, writeKeyFile } from './recovery-context.ts';
-import type { RecoveryContext, Recovered } from './recovery-context.ts';
+import { choosePoint, loadRecovery, machineDir, onHost, placementAt, resolveHost, site, updateDetails, when, writeKeyFile } from './recovery-context.ts';
+import type { RecoveryContext, Recovered, TrackedSinceFailover } from './recovery-context.ts';
 
 const SHUTDOWN_MS = 120_000;
 const UNPLANNED_SHUTDOWN_MS = 30_000;
@@ -54,7 +54,7 @@ export function failoverJobs(store: Store, actions: ItemActions, plane: Recovery
     const from = site(rc, plan.from);
     const source = placementAt(rc, plan.from);
     if (!source) throw conflict('no-source-machine', `${rc.machine.name} has no machine at ${from.name} to stop.`);
-    const p = plane.provider(from);
+    const p = plane.provider(onHost(from, source));
     if (plan.planned) {
       // Already stopped (a recovery plan shuts its sources down first, last group first).
       const st = await p.state(source.name, ctx.signal).catch(() => null);
@@ -170,11 +170,14 @@ export function failoverJobs(store: Store, actions: ItemActions, plane: Recovery
     const rc = await loadRecovery(store, itemId);
     const to = site(rc, plan.to);
     const tag = `fo-${shortId(ctx.job.id)}`;
+    // --host: an alternate host of the site; the machine's definition there (if any) is left alone.
+    const host = plan.host === undefined ? null : await resolveHost(store, plan.to, plan.host);
     const existing = placementAt(rc, plan.to);
     const name = existing?.name ?? rc.machine.name;
-    const rec = await makeMachine(ctx, rc, { siteId: plan.to, name, tag, pointId: chosen.pointId, network: 'production' });
+    const rec = await makeMachine(ctx, rc, { siteId: plan.to, name, tag, pointId: chosen.pointId, network: 'production', ...(host ? { host } : {}) });
     await updateDetails(store, itemId, (d) => ({ ...d, failover: rec }));
-    await ctx.log(`${name} is defined at ${to.name} on ${rec.disks.map((d) => d.path).join(', ')} (copy-on-write over point ${chosen.pointId}).`);
+    await ctx.log(`${name} is defined at ${to.name}${host ? ` on host ${host.name} (${host.root})` : ''} on ${rec.disks.map((d) => d.path).join(', ')} (copy-on-write over point ${chosen.pointId}).`);
+    if (host && existing) await ctx.log(`the machine ${existing.name} at ${to.name}'s own host is left as it was (stopped, its disks untouched); remove it when it is no longer needed.`);
     return { name, disks: rec.disks };
   }
 
@@ -185,30 +188,72 @@ export function failoverJobs(store: Store, actions: ItemActions, plane: Recovery
     const rec = rc.details.failover;
     if (!rec) throw new ReboundError('internal', 'no-recovered-machine', `${machine} has no machine made at ${to.name} by this failover.`);
     if (to.provider === 'qemu') {
-      const p = plane.provider(to);
+      const p = plane.provider(onHost(to, rec));
       const st = await p.state(rec.name, ctx.signal);
-      if (st.state === 'stopped') await p.start(rec.name, ctx.signal);
-      await ctx.log(`${rec.name} runs at ${to.name}.`);
+      const tracked = st.state === 'stopped' ? await startTracked(ctx, p, rec) : st.state === 'paused' && p.resume ? (await p.resume(rec.name, ctx.signal), null) : null;
+      await ctx.log(`${rec.name} runs at ${to.name}${rec.host ? ` on host ${rec.host}` : ''}.`);
+      if (tracked) {
+        const exact = await lostNothing(ctx);
+        const rcNow = await loadRecovery(store, itemId);
+        const old = placementAt(rcNow, plan.from);
+        const oldDisks = exact && old ? await Promise.all(old.disks.map(async (d) => ({ path: d.path, sizeBytes: d.sizeBytes, mtimeMs: (await stat(d.path).catch(() => null))?.mtimeMs ?? -1 }))) : [];
+        const record: TrackedSinceFailover | null = exact && oldDisks.length > 0 && oldDisks.every((d) => d.mtimeMs >= 0) ? { siteId: plan.to, name: rec.name, pointId: rec.pointId, startedAt: tracked.at, oldDisks } : null;
+        await updateDetails(store, itemId, (d) => ({ ...d, trackedSinceFailover: record }));
+        if (record) await ctx.log(`change tracking on ${rec.name} started before its first instruction; ${site(rc, plan.from).name}'s disks hold exactly point ${rec.pointId}, so reverse replication will send only what ${rec.name} writes from now on (no digest pass).`);
+      }
     } else {
       await ctx.log(`${machine}'s disk images are ready at ${to.name}: ${rec.disks.map((d) => d.path).join(', ')}.`);
     }
     await actions.internal(itemId, { kind: 'failover-done' }, {
-      details: (d) => ({ ...d, placements: { ...((d['placements'] ?? {}) as Record<string, unknown>), [plan.to]: { name: rec.name, disks: rec.disks } } }),
+      details: (d) => ({ ...d, placements: { ...((d['placements'] ?? {}) as Record<string, unknown>), [plan.to]: { name: rec.name, disks: rec.disks, ...(rec.host ? { host: rec.host, root: rec.root } : {}) } } }),
     });
     await ctx.log(`${machine} is failed over to ${to.name}. Check it, then commit (rebound commit ${machine}); after commit, rebound reverse-replicate ${machine} protects it back toward ${site(rc, plan.from).name}.`);
     return { machine: rec.name, site: to.name, disks: rec.disks.map((d) => d.path) };
   }
 
+  /** Starts a recovered QEMU machine with its CPUs stopped, starts change tracking on it, then
+   * lets it run: every write it makes is tracked. Null when tracking could not start (the machine
+   * then runs anyway, and reverse replication compares digests). */
+  async function startTracked(ctx: Ctx, p: MachineProvider, rec: Recovered): Promise<{ at: number } | null> {
+    if (!p.startPaused || !p.resume || !p.resetTracking) {
+      await p.start(rec.name, ctx.signal);
+      return null;
+    }
+    await p.startPaused(rec.name, ctx.signal);
+    let at: number | null = null;
+    try {
+      await p.resetTracking(rec.name, ctx.signal);
+      at = Date.now();
+    } catch (err) {
+      ctx.signal.throwIfAborted();
+      await ctx.log(`change tracking could not start on ${rec.name} (${(err as Error).message}); it runs without, and reverse replication will compare digests.`, 'warn');
+    }
+    await p.resume(rec.name, ctx.signal);
+    return at === null ? null : { at };
+  }
+
+  /** Whether the source's disks hold exactly the point the failover started from: a planned
+   * failover, or an unplanned one whose source was stopped and whose last changes were sent
+   * and chosen. */
+  async function lostNothing(ctx: Ctx): Promise<boolean> {
+    if (ctx.params.plan.planned) return true;
+    const base = ctx.task.seq - 4;
+    const stopped = (ctx.results.get(base) as { stopped?: boolean } | undefined)?.stopped === true;
+    const sent = (ctx.results.get(base + 1) as { pointId?: string } | undefined)?.pointId;
+    const chosen = (ctx.results.get(base + 2) as { pointId?: string } | undefined)?.pointId;
+    return stopped && sent !== undefined && sent === chosen;
+  }
+
   /** Exports the point into the machine's directory at the site and defines (or redefines) it. */
-  async function makeMachine(ctx: Ctx, rc: RecoveryContext, o: { siteId: string; name: string; tag: string; pointId: string; network: 'production' | 'isolated' }): Promise<Recovered> {
-    const s = site(rc, o.siteId);
+  async function makeMachine(ctx: Ctx, rc: RecoveryContext, o: { siteId: string; name: string; tag: string; pointId: string; network: 'production' | 'isolated'; host?: { name: string; root: string } }): Promise<Recovered> {
+    const s = onHost(site(rc, o.siteId), o.host);
     const dir = machineDir(s, o.name);
     const disks = await diskIds(rc);
     const paths = Object.fromEntries(disks.map((d) => [d, `${dir}/rb-${o.tag}-${d}.qcow2`]));
     const exported = await plane.exportPoint(o.siteId, rc.item.id, o.pointId, paths, o.tag);
     const assigned = exported.map((e) => ({ id: e.diskId, path: e.path, sizeBytes: e.sizeBytes, format: 'qcow2' as const }));
     const secrets = await writeKeyFile(dir, await plane.secrets(o.siteId, rc.item.id));
-    const rec: Recovered = { siteId: o.siteId, name: o.name, tag: o.tag, pointId: o.pointId, disks: assigned };
+    const rec: Recovered = { siteId: o.siteId, name: o.name, tag: o.tag, pointId: o.pointId, disks: assigned, ...(o.host ? { host: o.host.name, root: o.host.root } : {}) };
     if (s.provider !== 'qemu') return rec;
     const p = plane.provider(s);
     const current = await p.state(o.name, ctx.signal).catch((err: unknown) => {
@@ -243,7 +288,7 @@ export function failoverJobs(store: Store, actions: ItemActions, plane: Recovery
   async function unmake(rc: RecoveryContext, rec: Recovered, log: (m: string, l?: 'info' | 'warn') => Promise<void>): Promise<void> {
     const s = site(rc, rec.siteId);
     if (s.provider === 'qemu') {
-      const p = plane.provider(s);
+      const p = plane.provider(onHost(s, rec));
       await p.powerOff(rec.name).catch(() => undefined);
       if (rec.created) await p.undefine(rec.name).catch(() => undefined);
       else if (rec.previous && p.redefine) await p.redefine(rec.previous).catch(async (err: unknown) => log(`could not restore ${rec.name}'s definition: ${(err as Error).message}`, 'warn'));

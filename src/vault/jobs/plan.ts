@@ -29,7 +29,7 @@ import { parseJson } from '../../store/open.ts';
 import type { Row } from '../../store/schema.ts';
 import type { ItemActions, JobParams } from '../item-actions.ts';
 import type { RecoveryPlane } from '../recovery-plane.ts';
-import { loadRecovery, placementAt, site } from './recovery-context.ts';
+import { loadRecovery, onHost, placementAt, site } from './recovery-context.ts';
 
 export const PLAN_VERBS = ['test-failover', 'test-cleanup', 'failover', 'commit', 'reverse-replicate'] as const;
 export type PlanVerb = (typeof PLAN_VERBS)[number];
@@ -466,7 +466,7 @@ export function planJobs(store: Store, actions: ItemActions, plane: RecoveryPlan
       const from = site(rc, l.item.active_site_id);
       const source = placementAt(rc, from.id);
       if (!source) throw conflict('no-source-machine', `${m} has no machine at ${from.name} to shut down.`);
-      await plane.provider(from).shutdown(source.name, { timeoutMs: SHUTDOWN_MS }, ctx.signal);
+      await plane.provider(onHost(from, source)).shutdown(source.name, { timeoutMs: SHUTDOWN_MS }, ctx.signal);
       await ctx.log(`${m}: ${source.name} is shut down at ${from.name}.`);
       return m;
     });

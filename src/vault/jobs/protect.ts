@@ -3,6 +3,7 @@
 // agent reports — progress in % of the allocated bytes — until the master target has recorded
 // the first recovery point, then moves the item to `protected` (delta replication at the
 // policy's frequency). Also used for reverse replication's initial sync (reprotect-done).
+import { stat } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ReboundError } from '../../domain/errors.ts';
 import { conflict } from '../../domain/errors.ts';
@@ -10,7 +11,8 @@ import type { JobDefinition, TaskContext } from '../../jobs/types.ts';
 import type { RecoveryPlane } from '../recovery-plane.ts';
 import { stateOrNull } from './failover.ts';
 import { newestFirst } from './recovery-context.ts';
-import { exists, loadRecovery, placementAt, site, updateDetails } from './recovery-context.ts';
+import { exists, loadRecovery, onHost, placementAt, site, updateDetails } from './recovery-context.ts';
+import type { TrackedSinceFailover } from './recovery-context.ts';
 import { parseJson } from '../../store/open.ts';
 import type { Store } from '../../store/open.ts';
 import type { ItemActions, JobParams } from '../item-actions.ts';
@@ -48,7 +50,7 @@ async function prepareResync(store: Store, ctx: TaskContext<JobParams>, kind: st
   const src = placementAt(rc, plan.from);
   if (!src) throw conflict('no-source-machine', `${machine} has no machine at ${from.name} to replicate from.`);
   if (old && to.provider === 'qemu') {
-    const st = await stateOrNull(plane.provider(to), old.name, ctx.signal);
+    const st = await stateOrNull(plane.provider(onHost(to, old)), old.name, ctx.signal);
     if (st && st.state !== 'stopped') throw conflict('old-copy-running', `${old.name} is running at ${to.name}, but ${machine} is active at ${from.name}: shut the old copy down first (its disks will be overwritten by reverse replication), then resume this job.`);
   }
   let usable = old !== null && old.disks.length === src.disks.length;
@@ -56,15 +58,17 @@ async function prepareResync(store: Store, ctx: TaskContext<JobParams>, kind: st
     if (!usable) break;
     usable = (await exists(d.path)) && d.sizeBytes === src.disks[i]?.sizeBytes;
   }
+  const tracked = usable && old ? await trackedSince(rc.details.trackedSinceFailover, plan.from, src.name, old.disks) : null;
   if (usable && old) {
     await plane.seed(plan.to, itemId, src.disks.map((d, i) => ({ diskId: d.id, path: old.disks[i]!.path, format: old.disks[i]!.format, sizeBytes: d.sizeBytes })), rc.policy.encryption !== 'none');
-    await ctx.log(`the replica at ${to.name} starts from ${machine}'s old disks there (${old.disks.map((d) => d.path).join(', ')}): only the blocks that differ are sent (digest comparison).`);
+    if (tracked === true) await ctx.log(`the replica at ${to.name} starts from ${machine}'s old disks there (${old.disks.map((d) => d.path).join(', ')}), which hold exactly the point ${src.name} started from: only the blocks its change tracking recorded since the failover are sent (no digest pass).`);
+    else await ctx.log(`the replica at ${to.name} starts from ${machine}'s old disks there (${old.disks.map((d) => d.path).join(', ')}): only the blocks that differ are sent (digest comparison${tracked ? `; ${tracked}` : ''}).`);
   } else {
     await plane.dropReplicas(plan.to, itemId);
     await ctx.log(`${machine} has no usable old disks at ${to.name}: a full copy is sent.`);
   }
-  const mode = usable ? 'digests' : 'full';
-  await updateDetails(store, itemId, (d) => ({ ...d, resync: 'reverse replication', resyncMode: mode, preparing: false }));
+  const mode = !usable ? 'full' : tracked === true ? 'cbt' : 'digests';
+  await updateDetails(store, itemId, (d) => ({ ...d, resync: 'reverse replication', resyncMode: mode, preparing: false, trackedSinceFailover: null }));
   return { mode };
 }
 
@@ -120,4 +124,20 @@ function followJob(store: Store, actions: ItemActions): { steps: { name: string 
       return { state: 'protected' };
     },
   };
+}
+
+/** True when the failover's change tracking can stand for the differences: it ran on the machine
+ * that is the source now, from the point the old disks hold, and the old disks have not changed
+ * since (mtime as recorded when the machine started). Otherwise why not (or null when
+ * no tracking was recorded). */
+async function trackedSince(t: TrackedSinceFailover | null | undefined, siteId: string, name: string, old: { path: string }[]): Promise<true | string | null> {
+  if (!t) return null;
+  if (t.siteId !== siteId || t.name !== name) return null;
+  if (t.oldDisks.length !== old.length || t.oldDisks.some((d, i) => d.path !== old[i]?.path)) return 'the old disks are not the ones recorded at the failover';
+  for (const d of t.oldDisks) {
+    const st = await stat(d.path).catch(() => null);
+    if (!st) return `${d.path} is gone`;
+    if (st.mtimeMs !== d.mtimeMs) return `${d.path} changed after the failover, so change tracking alone cannot say what differs`;
+  }
+  return true;
 }

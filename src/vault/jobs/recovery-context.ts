@@ -2,8 +2,8 @@
 // the details the jobs keep on it (where the machine has a definition at each site, the test
 // machine of a drill, the exports a failed-over machine runs on). Also the recovery-point choice
 // and the small file helpers the jobs share.
-import { stat, writeFile, mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, realpath, stat, writeFile } from 'node:fs/promises';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { conflict, invalid, notFound } from '../../domain/errors.ts';
 import type { MachineDefinition } from '../../providers/provider.ts';
 import type { AssignedDisk } from '../../replication/link.ts';
@@ -16,6 +16,10 @@ import { transaction } from '../../store/tx.ts';
 export interface Placement {
   name: string;
   disks: AssignedDisk[];
+  /** An alternate host of the site (a failback with --host): its name and the directory its
+   * machines live under. Absent: the site's own root. */
+  host?: string;
+  root?: string;
 }
 
 /** The exports a recovered (or test) machine runs on until commit (or cleanup). */
@@ -29,6 +33,19 @@ export interface Recovered {
   previous?: MachineDefinition;
   /** True when this job created the machine's definition (removed on cancel). */
   created?: boolean;
+  /** An alternate host (failback --host): its name and root, as in Placement. */
+  host?: string;
+  root?: string;
+}
+
+export interface TrackedSinceFailover {
+  /** The site the recovered machine runs at (the source of the reverse replication). */
+  siteId: string;
+  name: string;
+  pointId: string;
+  startedAt: number;
+  /** The old disks at the other site when the recovered machine started. */
+  oldDisks: { path: string; sizeBytes: number; mtimeMs: number }[];
 }
 
 export interface ItemDetails extends Record<string, unknown> {
@@ -37,7 +54,12 @@ export interface ItemDetails extends Record<string, unknown> {
   test?: Recovered | null;
   failover?: Recovered | null;
   resync?: string | null;
-  resyncMode?: 'full' | 'digests' | null;
+  resyncMode?: 'full' | 'digests' | 'cbt' | null;
+  /** Set when a failover started the recovered machine with change tracking from its first
+   * instant and the source's disks held exactly the point it started from (nothing was lost):
+   * reverse replication can then send what the tracking recorded instead of comparing digests,
+   * as long as the old disks have not changed since (checked by mtime). */
+  trackedSinceFailover?: TrackedSinceFailover | null;
   preparing?: boolean;
 }
 
@@ -119,6 +141,46 @@ export async function choosePoint(store: Store, itemId: string, machine: string,
 }
 
 /** The directory a machine's files live in at a site (qemu: its VM directory). */
+/** The site as seen from one host: its root is the host's root when the machine was placed on an
+ * alternate host, so providers and machine directories are that host's. */
+export function onHost(s: Row<'sites'>, at: { root?: string | undefined } | null | undefined): Row<'sites'> {
+  return at?.root ? { ...s, root: at.root } : s;
+}
+
+/**
+ * A host of a site that machines can be placed on (failback --host): its name and the directory
+ * its machines live under — `config.root` when set (it must lie inside the site's root), else
+ * `SITE_ROOT/hosts/NAME`. Machines on a host with an address would be run by a host agent there,
+ * which this build does not have: such a host is refused with what to use instead.
+ */
+export async function resolveHost(store: Store, siteId: string, name: string): Promise<{ name: string; root: string }> {
+  const s = await store.db.selectFrom('sites').selectAll().where('id', '=', siteId).executeTakeFirst();
+  if (!s) throw notFound('site.not-found', `site ${siteId} no longer exists.`);
+  const h = await store.db.selectFrom('hosts').selectAll().where('site_id', '=', siteId).where('name', '=', name).executeTakeFirst();
+  if (!h) {
+    const known = (await store.db.selectFrom('hosts').select('name').where('site_id', '=', siteId).orderBy('name').execute()).map((r) => r.name);
+    throw notFound('host.not-found', `site ${s.name} has no host named '${name}'${known.length ? ` (its hosts: ${known.join(', ')})` : ''}: add it with rebound site host-add ${s.name} ${name} (POST /sites/${s.name}/hosts), or drop --host.`);
+  }
+  if (h.address) {
+    throw conflict('host-remote', `host ${name} of site ${s.name} has the address ${h.address}: machines on remote hosts are run by a host agent there, which this build does not have. Fail back to a local host of ${s.name} (one without an address), or drop --host.`);
+  }
+  const cfg = parseJson<{ root?: unknown }>(h.config, {});
+  const root = typeof cfg.root === 'string' ? resolve(s.root, cfg.root) : join(s.root, 'hosts', h.name);
+  const rel = relative(s.root, root);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
+    throw invalid('host-root-outside-site', `host ${name}'s root ${root} is not inside site ${s.name}'s root ${s.root}: every path Rebound writes stays under its site's root. Set the host's config.root to a directory inside ${s.root}.`);
+  }
+  // No symlink escape either: the deepest part of the path that exists must resolve inside too.
+  let probe = root;
+  while (!(await exists(probe)) && probe !== s.root) probe = dirname(probe);
+  const [realProbe, realSite] = await Promise.all([realpath(probe).catch(() => probe), realpath(s.root).catch(() => s.root)]);
+  const realRel = relative(realSite, realProbe);
+  if (realRel.startsWith('..') || isAbsolute(realRel)) {
+    throw invalid('host-root-outside-site', `host ${name}'s root ${root} leads outside site ${s.name}'s root through a symbolic link (${probe} is ${realProbe}): remove the link or choose another config.root.`);
+  }
+  return { name: h.name, root };
+}
+
 export function machineDir(s: Row<'sites'>, name: string): string {
   return join(s.root, s.provider === 'qemu' ? 'vms' : 'machines', name);
 }
