@@ -77,7 +77,17 @@ export class MasterTarget {
   async #accept(h: TransferHeader): Promise<void> {
     if (typeof h?.transferId !== 'string' || !ID_RE.test(h.itemId ?? '') || !ID_RE.test(h.diskId ?? '') || !ID_RE.test(h.pointId ?? '')) throw invalid('transfer-header-invalid', 'A transfer header names an invalid item, disk or point.');
     if (!Number.isInteger(h.diskSize) || h.diskSize <= 0 || h.diskSize % 512 !== 0) throw invalid('transfer-header-invalid', `A transfer header gives a disk size of ${h.diskSize}.`);
-    await this.itemDir(h.targetSiteId, h.itemId); // the site must exist
+    const root = await this.#o.link.siteRoot(h.targetSiteId); // the site must exist
+    await this.itemDir(h.targetSiteId, h.itemId);
+    // While the recovery site is known to be full (#spaceProblem), a transfer is refused at its
+    // hello, before its frames cross the WAN only to fail again on the first write. The sender
+    // retries with its back-off; once space is freed the check passes and the transfer goes on.
+    if (this.#full.has(h.itemId)) {
+      const free = await statfs(root).then((st) => Number(st.bavail) * Number(st.bsize)).catch(() => null);
+      if (free !== null && free < LOW_SPACE_BYTES) {
+        throw conflict('recovery-site-full', `The recovery site's storage (${root}) is still full (${Math.floor(free / 1024)} KiB free) for ${h.machine}: free space there; replication resumes by itself.`, { retryable: true });
+      }
+    }
     const key = `${h.itemId}/${h.diskId}`;
     if (this.#busy.has(key)) throw conflict('transfer-busy', `Disk ${key} is already receiving a transfer; retry when it ends.`, { retryable: true });
     // Point ids are time-ordered (UUIDv7): a point older than the newest one this disk holds, and
