@@ -9,9 +9,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, open, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { startServerProcess } from '../support/server.ts';
 import type { ServerProcess } from '../support/server.ts';
@@ -54,7 +54,7 @@ before(async () => {
   server = await startServerProcess({ dataDir: join(dir, 'vault'), env: { REBOUND_LOG_LEVEL: process.env['REBOUND_TEST_LOG'] ?? 'warn' } });
   await api(server, 'POST', '/sites', { name: 'srv', provider: 'physical', root: join(dir, 'a') });
   await api(server, 'POST', '/sites', { name: 'dr', provider: 'physical', root: join(dir, 'b') });
-  await api(server, 'POST', '/policies', { name: 'p', frequency: '3s', retention: '1h', appConsistent: '0s' });
+  await api(server, 'POST', '/policies', { name: 'p', frequency: '3s', retention: '1h', appConsistent: '0s', bandwidth: '4M' });
   await api(server, 'POST', '/pairings', { primary: 'srv', recovery: 'dr', policy: 'p' });
   // The stop hook runs in the site's root: it leaves a marker the "machine" (this test) obeys.
   await api(server, 'POST', '/machines', { name: 'db1', site: 'srv', disks: [join(dir, 'a', 'd0.img'), join(dir, 'a', 'd1.img')], config: { hooks: { stop: 'touch stopped' } } });
@@ -101,6 +101,36 @@ test('a physical machine: unplanned failover to images, commit, reverse by diffe
   assert.equal(it.direction, 'reverse');
   const sent = it.details.replication?.bytesTotal ?? Infinity;
   assert.ok(sent <= 40 * 64 * 1024, `reverse replication sent ${sent} bytes for 40 changed 4 KiB blocks (64 KiB replica blocks)`);
+
+  // A failback --sync full cancelled while its data is on the way: the replica at srv stays at
+  // a consistent point (scrub finds every retained point intact), replication resumes by
+  // differences, and a drill at srv boots images identical to what dr holds. (The 4 MB/s cap
+  // of the policy keeps the full download on the wire for a few seconds.)
+  const settled = Date.now();
+  await waitFor('a point of dr after the last change', async () => (await points(server, 'db1')).find((p) => p.takenAt > settled + 100), 60_000, 500);
+  const cancelled = await start('/items/db1/failover', { mode: 'planned', sync: 'full' });
+  await waitFor('the full download on its way', async () => (await api<{ tasks: { state: string }[] }>(server, 'GET', `/jobs/${cancelled}`)).tasks[1]?.state === 'running', 60_000, 50);
+  await api(server, 'POST', `/jobs/${cancelled}/cancel`);
+  await waitJob(server, cancelled, 120_000, 'cancelled');
+  assert.equal((await item()).state, 'failover-cancelled');
+  await rm(join(dir, 'b', 'stopped'), { force: true });
+  const scrub = await waitJob(server, await start('/items/db1/scrub'), 120_000);
+  assert.equal(scrub.state, 'succeeded');
+  const afterCancel = await points(server, 'db1');
+  assert.ok(afterCancel.length > 0 && afterCancel.every((p) => p.status === 'ok'), `every point at srv intact after the cancel: ${JSON.stringify(afterCancel.map((p) => p.status))}`);
+  await waitJob(server, await start('/items/db1/protect'), 180_000);
+  assert.equal((await item()).state, 'protected');
+  await waitJob(server, await start('/items/db1/test-failover', { point: 'latest' }), 120_000);
+  const drill = (await api<{ details: { test?: { disks: { path: string }[] } } }>(server, 'GET', '/items/db1')).details.test?.disks ?? [];
+  assert.equal(drill.length, 2);
+  for (const [i, d] of drill.entries()) {
+    // The drill's overlays read the replica store, encrypted at rest: the key file lies beside them.
+    const keys = (await readdir(dirname(d.path))).filter((f) => f.endsWith('.key'));
+    const objs = keys.flatMap((f) => ['--object', `secret,id=${f.slice(0, -4)},file=${join(dirname(d.path), f)},format=raw`]);
+    const r = await run('qemu-img', ['compare', ...objs, '--image-opts', `driver=qcow2,file.filename=${d.path}`, `driver=raw,file.filename=${atB[i]!.path}`]).then(() => null, (e: { stdout?: string; stderr?: string }) => `${e.stdout ?? ''}${e.stderr ?? ''}`);
+    assert.equal(r, null, `${d.path} (drill at srv) differs from ${atB[i]!.path} at dr: ${r}`);
+  }
+  await waitJob(server, await start('/items/db1/test-cleanup', { notes: 'srv boots what dr had after a cancelled failback' }), 60_000);
 
   // Hosts of srv: a local alternate host, a remote one, and roots that would leave the site.
   await api(server, 'POST', '/sites/srv/hosts', { name: 'alt' });
