@@ -139,14 +139,15 @@ export class Agent {
    * disk's transfer is acknowledged by the process server.
    */
   async syncNow(a: Assignment, signal: AbortSignal): Promise<{ pointId: string; pointSeq: number; takenAt: number }> {
-    const w = this.#workers.get(a.itemId);
-    if (w) {
-      w.stop.abort();
-      await w.done;
-      this.#workers.delete(a.itemId);
-    }
+    // Marked first: no poll makes a worker for the item (its own or its group's) meanwhile.
     this.#syncing.add(a.itemId);
     try {
+      const w = this.#workers.get(a.itemId);
+      if (w) {
+        w.stop.abort();
+        await w.done;
+        this.#workers.delete(a.itemId);
+      }
       await this.#stopGroupOf(a.itemId);
       return await this.#syncNow(a, signal);
     } finally {

@@ -246,3 +246,28 @@ test('two guests in one replication group: their linked records hold on the repl
     await coordinator.catch(() => undefined);
   }
 });
+
+test('after commit and reverse replication of the plan, the group takes its common points at the recovery site', { timeout: 600_000 }, async () => {
+  // The first test stopped the vault to read its replica store; the recovered VMs were stopped
+  // to read their disks. Both come back.
+  server = await startServerProcess({ dataDir: join(dir, 'vault'), env: { REBOUND_LOG_LEVEL: process.env['REBOUND_TEST_LOG'] ?? 'warn' } });
+  for (const m of [A, B]) await rec.start(m);
+  // The old copies at dc1 kept running (an unplanned failover without shutdown): stopped before
+  // their disks are overwritten by reverse replication.
+  for (const m of [A, B]) await prim.powerOff(m);
+  for (const verb of ['commit', 'reverse-replicate']) {
+    const { job } = await api<{ job: { id: string } }>(server, 'POST', `/plans/app/${verb}`, {});
+    await waitJob(server, job.id, 300_000);
+  }
+  for (const m of [A, B]) {
+    const it = await api<{ state: string; direction: string; group: string | null }>(server, 'GET', `/items/${m}`);
+    assert.deepEqual([it.direction, it.group], ['reverse', 'g'], `${m} replicates back and stays in its group`);
+  }
+  const since = Date.now();
+  const back = await waitFor('2 common group points replicating back from dc2', async () => {
+    const c = (await common()).filter((x) => x.a.takenAt >= since - 60_000);
+    return c.length >= 2 ? c : false;
+  }, 240_000, 1000);
+  for (const x of back) assert.equal(x.a.kind, x.b.kind);
+  process.stdout.write(`# replicating back from dc2: ${back.length} common group points; test time ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+});
