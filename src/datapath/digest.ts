@@ -40,6 +40,8 @@ export interface DigestOptions {
   readSize?: number;
   /** Only these ranges may hold data (the rest is known to be zero), e.g. from qemu-img map. */
   dataExtents?: readonly ByteExtent[];
+  /** Stops the pass between reads (a stopping agent must not wait for a whole disk's digests). */
+  signal?: AbortSignal;
 }
 
 const ZERO_DIGEST = Buffer.alloc(DIGEST_BYTES);
@@ -64,6 +66,10 @@ export async function digestReader(reader: BlockReader, opts: DigestOptions = {}
   let next = pieces.length > 0 ? reader.read(pieces[0]!.offset, pieces[0]!.length) : undefined;
   for (let i = 0; i < pieces.length; i++) {
     const piece = pieces[i]!;
+    if (opts.signal?.aborted) {
+      next?.then(() => undefined, () => undefined); // the read in flight ends on its own
+      opts.signal.throwIfAborted();
+    }
     const buf = await next!;
     next = i + 1 < pieces.length ? reader.read(pieces[i + 1]!.offset, pieces[i + 1]!.length) : undefined;
     if (piece.offset % blockSize !== 0) throw invalid('digest-unaligned', `A data range at ${piece.offset} is not aligned to the ${blockSize}-byte digest block.`);

@@ -574,7 +574,7 @@ export class Agent {
       const start = Math.floor(e.offset / bs) * bs;
       return { offset: start, length: Math.min(d.disk.sizeBytes, Math.ceil((e.offset + e.length) / bs) * bs) - start };
     });
-    const ours = await digestReader({ size: d.disk.sizeBytes, read: (o, l) => d.read(o, l, signal) }, { blockSize: bs, ...(data ? { dataExtents: data } : {}) });
+    const ours = await digestReader({ size: d.disk.sizeBytes, read: (o, l) => d.read(o, l, signal) }, { blockSize: bs, signal, ...(data ? { dataExtents: data } : {}) });
     const diff = diffDigests(ours, theirs);
     this.#o.logger.info({ item: a.itemId, disk: d.disk.id, differing: diff.reduce((n, e) => n + e.length, 0), size: d.disk.sizeBytes }, 'agent: resync by digests');
     return diff;

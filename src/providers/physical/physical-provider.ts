@@ -315,7 +315,7 @@ export class PhysicalProvider implements MachineProvider {
       await this.#frozen(def, signal, async () => {
         for (const d of def.disks) {
           signal?.throwIfAborted();
-          maps.push(await digestFile(d.path, { blockSize: marker.blockSize }));
+          maps.push(await digestFile(d.path, { blockSize: marker.blockSize, ...(signal ? { signal } : {}) }));
         }
       });
       for (const [i, d] of def.disks.entries()) {
