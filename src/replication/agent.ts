@@ -459,14 +459,30 @@ export class Agent {
 
   async #runGroup(key: string, w: GroupWorker, signal: AbortSignal): Promise<void> {
     let backoff = 1000;
+    let failures = 0;
     while (!signal.aborted) {
       try {
         await this.#groupCycle(key, w.members, signal);
         backoff = 1000;
+        failures = 0;
       } catch (err) {
         if (signal.aborted) return;
         const e = err as ReboundError;
         this.#o.logger.warn({ group: key, err: { code: e.code, message: e.message } }, 'agent: replication group cycle failed; retrying');
+        if (++failures >= 2) {
+          // The group cannot take a point together (a member's machine is down, …): meanwhile
+          // every member that can replicates on its own, so its RPO does not suffer; the group's
+          // common point waits until every member takes part again.
+          if (failures === 2) {
+            for (const a of w.members) await this.#o.link.event(a.itemId, 'group-point-failed', `replication group ${a.group ?? ''}: no point of the whole group can be taken (${e.message}); ${a.machine} replicates on its own until every member can take part, and the group's common point does not advance.`).catch(() => undefined);
+          }
+          const solo = await Promise.allSettled(w.members.map((a) => this.#cycle(a, signal)));
+          if (signal.aborted) return;
+          solo.forEach((r, i) => {
+            if (r.status === 'rejected') this.#o.logger.warn({ item: w.members[i]?.itemId, err: { code: (r.reason as ReboundError).code, message: (r.reason as Error).message } }, 'agent: replication cycle failed; retrying');
+          });
+          if (solo.some((r) => r.status === 'fulfilled')) continue;
+        }
         await sleep(backoff, signal).catch(() => undefined);
         backoff = Math.min(backoff * 2, 15_000);
       }

@@ -247,7 +247,7 @@ test('two guests in one replication group: their linked records hold on the repl
   }
 });
 
-test('after commit and reverse replication of the plan, the group takes its common points at the recovery site', { timeout: 600_000 }, async () => {
+test('after commit and reverse replication of the plan, the group takes its common points at the recovery site; a member that is down holds no one back', { timeout: 600_000 }, async () => {
   // The first test stopped the vault to read its replica store; the recovered VMs were stopped
   // to read their disks. Both come back.
   server = await startServerProcess({ dataDir: join(dir, 'vault'), env: { REBOUND_LOG_LEVEL: process.env['REBOUND_TEST_LOG'] ?? 'warn' } });
@@ -269,5 +269,17 @@ test('after commit and reverse replication of the plan, the group takes its comm
     return c.length >= 2 ? c : false;
   }, 240_000, 1000);
   for (const x of back) assert.equal(x.a.kind, x.b.kind);
-  process.stdout.write(`# replicating back from dc2: ${back.length} common group points; test time ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+
+  // A member that cannot take part (B's VM stopped) holds no one back: A replicates on its own
+  // meanwhile (points of no group point), an event says why; once B runs again, group points
+  // resume.
+  await rec.powerOff(B);
+  const down = Date.now();
+  await waitFor('a point of A of its own while B is down', async () => (await pointsOf(A)).some((p) => p.takenAt >= down && p.groupPointId === null), 120_000, 1000);
+  const ev = await api<{ items: { kind: string; message: string }[] }>(server, 'GET', '/events?kind=group-point-failed&limit=10');
+  assert.ok(ev.items.some((e) => /replication group g: no point of the whole group can be taken .*ga replicates on its own/.test(e.message)), JSON.stringify(ev.items));
+  await rec.start(B);
+  const up = Date.now();
+  await waitFor('a common group point again once B runs', async () => (await common()).some((x) => x.a.takenAt >= up), 180_000, 1000);
+  process.stdout.write(`# replicating back from dc2: ${back.length} common group points; A alone while B was down, then together again; test time ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
 });
