@@ -55,7 +55,8 @@ const mode: Mode = args.includes('--smoke') ? 'smoke' : args.includes('--quick')
 const outDir = resolve(argValue('--out') ?? join(REPO, 'bench', 'out'));
 const PARTS = ['initial', 'delta', 'rpo', 'store', 'resync'] as const;
 type Part = (typeof PARTS)[number];
-const parts = new Set<Part>((argValue('--parts')?.split(',') ?? [...PARTS]).map((p) => {
+// REBOUND_BENCH_PARTS does what --parts does, through the harness (npm run bench passes no arguments).
+const parts = new Set<Part>(((argValue('--parts') ?? process.env['REBOUND_BENCH_PARTS'])?.split(',') ?? [...PARTS]).map((p) => {
   if (!(PARTS as readonly string[]).includes(p)) throw new Error(`--parts: '${p}' is not one of ${PARTS.join(', ')}.`);
   return p as Part;
 }));
@@ -958,7 +959,13 @@ const done: Record<string, unknown> = {};
 if (args.includes('--resume') || process.env['REBOUND_BENCH_RESUME'] === '1') {
   try {
     const prev = JSON.parse(await readFile(partialFile, 'utf8')) as Record<string, unknown>;
-    if (prev['commit'] === out['commit']) Object.assign(done, prev['parts']);
+    if (prev['commit'] === out['commit']) {
+      Object.assign(done, prev['parts']);
+      // Parts measured by earlier processes: their start (load average, time) is the run's.
+      const meta = prev['meta'] as { loadAverageAtStart?: number[]; startedAt?: string; seconds?: number; note?: string } | undefined;
+      if (meta?.loadAverageAtStart) out['loadAverageAtStart'] = meta.loadAverageAtStart;
+      if (meta) out['measured'] = meta;
+    }
     log(`resuming: ${Object.keys(done).join(', ') || 'nothing'} already measured`);
   } catch {
     log('resuming: no earlier partial results');
@@ -969,7 +976,7 @@ const measure = async (part: Part, fn: () => Promise<unknown>): Promise<void> =>
   out[part] = done[part] ?? (await fn());
   done[part] = out[part];
   await mkdir(outDir, { recursive: true });
-  await writeFile(partialFile, JSON.stringify({ commit: out['commit'], parts: done }));
+  await writeFile(partialFile, JSON.stringify({ commit: out['commit'], parts: done, ...(out['measured'] ? { meta: out['measured'] } : {}) }));
 };
 try {
   await measure('initial', () => benchInitial(base));
@@ -987,7 +994,7 @@ try {
   await measure('store', () => benchStore(base));
   await measure('resync', () => benchResync(base));
   out['loadAverageAtEnd'] = loadavg().map((x) => round(x, 2));
-  out['seconds'] = round((performance.now() - started) / 1000);
+  out['seconds'] = (out['measured'] as { seconds?: number } | undefined)?.seconds ?? round((performance.now() - started) / 1000);
   out['markdown'] = markdown(out, svgRel);
 } finally {
   await cleanup();
