@@ -47,6 +47,7 @@ const RULES: readonly Rule[] = [
   // Components' control plane: operator-level tokens named component:NAME (checked in the route).
   { method: 'POST', path: '/replication/:call', role: 'operator' },
   { method: 'POST', path: '/replication/points/:call', role: 'operator' },
+  { method: 'POST', path: '/replication/scrubs/:call', role: 'operator' },
 ];
 
 function matches(pattern: string, path: string): boolean {

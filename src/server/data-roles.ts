@@ -130,6 +130,8 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
   o.jobs.register(protectJob(o.store, actions, 'reverse-replicate', plane));
   for (const def of failoverJobs(o.store, actions, plane)) o.jobs.register(def);
   o.jobs.register(commitJob(o.store, plane));
+  // The embedded master target scrubs what it holds; a separate one is asked through the vault.
+  o.jobs.register(scrubJob(o.store, () => mt, catalogue));
   for (const def of planJobs(o.store, actions, plane)) o.jobs.register(def);
   const started: { close(): Promise<void> }[] = [];
   // Registered components (agents, process servers run as their own processes) may connect to
@@ -143,7 +145,6 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
       mt = new MasterTarget({ transportKey: o.keys.transport, atRestKeys: o.keys.atRestKeys, material: o.material['master-target'], checkPeer: peerChecker({ revocations, roles: ['process-server'] }), logger: o.logger.child({ role: 'master-target' }), link: catalogue.masterTargetLink(), ...(mtRoute.port ? { port: mtRoute.port } : {}) });
       await mt.start();
       started.push(mt);
-      o.jobs.register(scrubJob(o.store, mt));
     }
     if (roles.processServer) {
       ps = new ProcessServer({ dir: join(o.dataDir, 'process-server'), transportKey: o.keys.transport, material: o.material['process-server'], checkPeer: peerChecker({ revocations, roles: ['agent'] }), logger: o.logger.child({ role: 'process-server' }), link: catalogue.masterTargetLink(), masterTargetFor: (h) => catalogue.masterTargetAddress(h.targetSiteId), ...(psRoute.port ? { port: psRoute.port } : {}) });

@@ -52,6 +52,8 @@ export interface RoleProcessOptions {
   metrics?: string | undefined;
   logLevel?: string | undefined;
   heartbeatMs?: number;
+  /** How often a master target asks the vault for scrubs to do (default 2 s). */
+  scrubPollMs?: number;
   /** Logs go here (default: stderr). */
   logger?: Logger;
   /** Aborts a start that is still waiting for the vault. */
@@ -277,6 +279,40 @@ export async function startRoleProcess(o: RoleProcessOptions): Promise<RunningRo
         }
       }, (err: unknown) => log.debug({ err }, 'key refresh failed'));
     }, 60_000));
+  }
+  if (mt) {
+    // Scrubs the vault asks of this master target (a scrub job cannot call into a separate
+    // process): poll for its sites' requests, one scrub at a time, and answer each.
+    const scrubber = mt;
+    const working: string[] = [];
+    let polling = false;
+    const pollScrubs = async (): Promise<void> => {
+      if (polling) {
+        // A scrub runs: tell the vault it is still under way, so it is not offered again.
+        await vault.call('POST', '/replication/scrubs/poll', { sites: siteIds.size > 0 ? [...siteIds.keys()] : null, working, take: false }).catch(() => undefined);
+        return;
+      }
+      polling = true;
+      try {
+        const reqs = await vault.call<{ id: string; siteId: string; itemId: string }[]>('POST', '/replication/scrubs/poll', { sites: siteIds.size > 0 ? [...siteIds.keys()] : null, working: [] });
+        for (const r of reqs) {
+          working.push(r.id);
+          log.info({ item: r.itemId, site: r.siteId }, 'scrub asked by the vault');
+          const answer = await scrubber.scrub(r.siteId, r.itemId).then(
+            (x) => ({ checkedBlocks: x.checkedBlocks, badPoints: x.badPoints }),
+            (err: unknown) => ({ error: err instanceof Error ? err.message : String(err) }),
+          );
+          working.splice(working.indexOf(r.id), 1);
+          await vault.call('POST', `/replication/scrubs/${encodeURIComponent(r.id)}`, answer);
+          log.info({ item: r.itemId, ...answer }, 'scrub answered');
+        }
+      } catch (err) {
+        log.debug({ err }, 'scrub poll failed');
+      } finally {
+        polling = false;
+      }
+    };
+    timers.push(setInterval(() => void pollScrubs(), o.scrubPollMs ?? 2000));
   }
   for (const t of timers) t.unref();
 

@@ -9,6 +9,7 @@ import { now, parseJson } from '../store/open.ts';
 import { transaction } from '../store/tx.ts';
 import type { AgentLink, Assignment, AssignedDisk, GroupPointRecord, MasterTargetLink, PointRecord, ProgressReport } from '../replication/link.ts';
 import { recordEvent } from './events.ts';
+import { ScrubBroker } from './scrub-broker.ts';
 import { notFound } from '../domain/errors.ts';
 
 /** The embedded roles' data addresses ('' when the role does not run embedded). */
@@ -29,6 +30,8 @@ type Details = Record<string, unknown> & { replication?: Record<string, unknown>
 export class ReplicationCatalogue {
   readonly store: Store;
   readonly #endpoints: Endpoints;
+  /** Scrub requests for master targets that run as their own processes. */
+  readonly scrubs = new ScrubBroker();
 
   constructor(store: Store, endpoints: Endpoints) {
     this.store = store;
@@ -154,6 +157,13 @@ export class ReplicationCatalogue {
   /** Where a process server forwards a transfer for `siteId` now ('' when no master target is known). */
   async masterTargetAddress(siteId: string): Promise<string> {
     return this.#chooseMasterTarget(await this.#registeredEndpoints(), siteId);
+  }
+
+  /** Whether the site's replicas are with this process's embedded master target (else with a
+   * registered one, or with none when the address is ''). */
+  async masterTargetIsEmbedded(siteId: string): Promise<boolean> {
+    const chosen = await this.masterTargetAddress(siteId);
+    return chosen !== '' && chosen === this.#endpoints.masterTarget(siteId);
   }
 
   async #updateDetails(itemId: string, fn: (d: Details) => Details | null): Promise<void> {

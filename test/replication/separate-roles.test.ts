@@ -188,7 +188,7 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-test('agent, process server and master target as separate processes: kill -9 of each during initial and delta replication loses and resends nothing acknowledged; the replica is byte-identical', { timeout: 300_000 }, async () => {
+test('agent, process server and master target as separate processes: kill -9 of each during initial and delta replication loses and resends nothing acknowledged; the replica is byte-identical', { timeout: 420_000 }, async () => {
   const t0 = Date.now();
   const secs = (): string => ((Date.now() - t0) / 1000).toFixed(0);
   // REBOUND_TEST_LOG_DIR=DIR keeps the roles' logs and a trace of their counters each second.
@@ -390,6 +390,43 @@ async function scenario(t0: number, secs: () => string): Promise<void> {
       await disk.closeView(view.id);
     }
   }
+
+  // Scrub through the separate master target: the vault cannot call into it, so the scrub job
+  // leaves a request the master target polls for. A byte flipped in the newest point's layer is
+  // found there and that point is marked bad; the older points stay usable.
+  server = await startServerProcess({ dataDir: join(dir, 'vault'), token: server.token, env: { REBOUND_ROLES: 'none' } });
+  mt = await roles.masterTarget();
+  // The newest point whose layer holds data of its own (an empty cycle's layer holds none).
+  let damaged: { id: string; layer: string; offset: number } | undefined;
+  for (const p of (await points(server, 'db1')).filter((x) => x.status === 'ok').sort((x, y) => y.takenAt - x.takenAt)) {
+    const layer = join(dir, 'b', 'replicas', item.id, 'disk0', `p-${p.id}.qcow2`);
+    if (!existsSync(layer)) continue;
+    const map = JSON.parse((await run('qemu-img', ['map', '-U', '--output=json', '-f', 'qcow2', layer])).stdout) as { data: boolean; depth: number; offset?: number }[];
+    const own = map.find((e) => e.data && e.depth === 0 && e.offset !== undefined);
+    if (own) {
+      damaged = { id: p.id, layer, offset: own.offset! };
+      break;
+    }
+  }
+  assert.ok(damaged, 'a point layer with data of its own');
+  const layer = damaged.layer;
+  const own = { offset: damaged.offset };
+  const fh = await open(layer, 'r+');
+  const b = Buffer.alloc(1);
+  await fh.read(b, 0, 1, own.offset! + 100);
+  b[0] = b[0]! ^ 0x5a;
+  await fh.write(b, 0, 1, own.offset! + 100);
+  await fh.close();
+  const scrubId = (await api<{ job: { id: string } }>(server, 'POST', '/items/db1/scrub')).job.id;
+  await waitJob(server, scrubId, 120_000);
+  const scrubLog = (await api<{ log: { message: string }[] }>(server, 'GET', `/jobs/${scrubId}`)).log.map((l) => l.message);
+  assert.ok(scrubLog.some((m) => /its own process/.test(m)), JSON.stringify(scrubLog));
+  assert.match(mt.logs(), /scrub asked by the vault/);
+  const after = await points(server, 'db1');
+  assert.equal(after.find((x) => x.id === damaged.id)?.status, 'bad', `the damaged point is marked bad: ${JSON.stringify(scrubLog)}`);
+  assert.ok(after.some((x) => x.status === 'ok'), 'older points stay usable');
+  assert.equal(await mt.stop(), 0);
+  await server.stop();
   console.log(`whole run ${secs()} s (${((Date.now() - t0) / 1000).toFixed(1)})`);
 }
 

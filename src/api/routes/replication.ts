@@ -31,6 +31,12 @@ const EventBody = Type.Object({ itemId: Id, kind: Type.String({ minLength: 1, ma
 const SitesQuery = Type.Object({ site: Type.Optional(Type.String({ maxLength: 200 })) });
 const SiteParam = Type.Object({ id: Id });
 const Ok = Type.Object({ ok: Type.Boolean() });
+const ScrubPoll = Type.Object({ sites: Type.Optional(Type.Union([Type.Array(Id, { maxItems: 1000 }), Type.Null()])), working: Type.Array(Id, { maxItems: 1000 }), take: Type.Optional(Type.Boolean()) }, { additionalProperties: false });
+const ScrubRequestView = Type.Object({ id: Id, siteId: Id, itemId: Id });
+const ScrubAnswer = Type.Union([
+  Type.Object({ checkedBlocks: Type.Integer({ minimum: 0 }), badPoints: Type.Array(Id, { maxItems: 100_000 }) }, { additionalProperties: false }),
+  Type.Object({ error: Type.String({ minLength: 1, maxLength: 2000 }) }, { additionalProperties: false }),
+]);
 const Keys = Type.Object({
   role: Type.String(),
   transport: Type.String({ description: 'base64, 32 bytes: frame session keys between the roles' }),
@@ -142,5 +148,21 @@ export function replicationRoutes(app: FastifyInstance, deps: ApiDeps): void {
     const b = req.body as Static<typeof PointsBody>;
     await cat.markBad(b.itemId, b.pointIds, b.reason ?? 'reported by the master target');
     return { ok: true };
+  });
+
+  // Scrubs asked of a master target that runs as its own process (src/vault/scrub-broker.ts):
+  // it polls for the requests of its sites, saying which it still works on, and posts results.
+  app.post('/replication/scrubs/poll', { schema: { ...tag, body: ScrubPoll, response: { 200: Type.Array(ScrubRequestView), ...errors(400, 401, 403) } } }, async (req) => {
+    const role = await callerRole(req, deps);
+    if (role !== 'master-target' && role !== 'admin') throw new ReboundError('forbidden', 'not-a-master-target', `scrub requests are for master targets; this caller is a ${role}.`);
+    const b = req.body as Static<typeof ScrubPoll>;
+    return cat.scrubs.take(b.sites ?? null, b.working, b.take !== false);
+  });
+  app.post('/replication/scrubs/:id', { schema: { ...tag, params: SiteParam, body: ScrubAnswer, response: { 200: Ok, ...errors(400, 401, 403) } } }, async (req) => {
+    const role = await callerRole(req, deps);
+    if (role !== 'master-target' && role !== 'admin') throw new ReboundError('forbidden', 'not-a-master-target', `scrub results come from master targets; this caller is a ${role}.`);
+    const b = req.body as Static<typeof ScrubAnswer>;
+    const { id } = req.params as Static<typeof SiteParam>;
+    return { ok: cat.scrubs.finish(id, 'error' in b ? { error: b.error } : { checkedBlocks: b.checkedBlocks, badPoints: b.badPoints }) };
   });
 }
