@@ -175,7 +175,8 @@ export class QemuProvider implements MachineProvider {
       this.lastAccel = accel;
       const net = this.#network(def);
       if (net) await ensureNetwork(net);
-      for (const f of [paths.qmp, paths.console, paths.nbd, paths.pidfile]) await rm(f, { force: true });
+      // A barrier marker belongs to the QEMU that is gone: this one must not be let run by it.
+      for (const f of [paths.qmp, paths.console, paths.nbd, paths.pidfile, join(paths.run, BARRIER_MARKER)]) await rm(f, { force: true });
       const args = qemuArgs(def, paths, accel.accel, net, { paused });
       const [cmd, argv] = net ? ['ip', ['netns', 'exec', net.namespace, 'qemu-system-x86_64', ...args]] : ['qemu-system-x86_64', args];
       try {
@@ -527,7 +528,7 @@ export class QemuProvider implements MachineProvider {
   async #afterExit(name: string): Promise<void> {
     await this.#dropOpenPoint(name);
     const p = this.paths(name);
-    for (const f of [p.pidfile, p.qmp, p.console, p.nbd]) await rm(f, { force: true });
+    for (const f of [p.pidfile, p.qmp, p.console, p.nbd, join(p.run, BARRIER_MARKER)]) await rm(f, { force: true });
   }
 
   async #dropOpenPoint(name: string): Promise<void> {
