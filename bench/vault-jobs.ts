@@ -20,7 +20,7 @@ import type { Fig } from './lib/common.ts';
 import { seedItems } from './lib/vault-seed.ts';
 
 const mode = benchMode();
-const JOBS = mode === 'full' ? 2000 : mode === 'quick' ? 1000 : 200;
+const JOBS = mode === 'full' ? 1000 : mode === 'quick' ? 500 : 200;
 const RUNS = mode === 'full' ? 3 : 1;
 const ITEMS = mode === 'smoke' ? 1000 : 10_000;
 const FAR = 3_600_000;

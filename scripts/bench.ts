@@ -1,4 +1,4 @@
-// `npm run bench [-- --quick] [--only NAME[,NAME…]]`: runs every benchmark script in bench/ as
+// `npm run bench [-- --quick] [--only NAME[,NAME…] | --render]`: runs every benchmark script in bench/ as
 // its own process (each prints one JSON document on its last stdout line), then writes the figures
 // to bench/out/results.json and a readable BENCHMARKS.md (quick mode: bench/out/results.quick.json
 // and bench/out/BENCHMARKS.quick.md, so a full run's files stay). With --only, the named sections
@@ -16,11 +16,13 @@ const root = path.resolve(import.meta.dirname, '..');
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
 const onlyIdx = args.indexOf('--only');
-const only = onlyIdx >= 0 ? (args[onlyIdx + 1] ?? '').split(',').filter(Boolean) : undefined;
+/** --render: measure nothing, write the page again from the JSON (and the page's kept sections). */
+const renderOnly = args.includes('--render');
+const only = renderOnly ? [] : onlyIdx >= 0 ? (args[onlyIdx + 1] ?? '').split(',').filter(Boolean) : undefined;
 const available = readdirSync(path.join(root, 'bench')).filter((f) => f.endsWith('.ts')).map((f) => f.replace(/\.ts$/, '')).sort();
 if (only !== undefined) {
   const unknown = only.filter((n) => !available.includes(n));
-  if (only.length === 0 || unknown.length > 0) {
+  if ((only.length === 0 && !renderOnly) || unknown.length > 0) {
     process.stderr.write(`--only: ${only.length === 0 ? 'no benchmark named' : `no benchmark named ${unknown.join(', ')}`}; choose from ${available.join(', ')} (comma-separated).\n`);
     process.exit(2);
   }
