@@ -90,8 +90,10 @@ async function once(r: number): Promise<RunResult> {
   await api(s, 'POST', '/sites', { name: 'srv', provider: 'physical', root: a });
   await api(s, 'POST', '/sites', { name: 'dr', provider: 'physical', root: b });
   // No encryption at rest: each replica layer is then a plain qcow2 (LUKS costs apply on both
-  // sides equally and are measured in the datapath section).
-  await api(s, 'POST', '/policies', { name: 'p', frequency: '30s', retention: '1h', appConsistent: '0s', encryption: 'none' });
+  // sides equally and are measured in the datapath section). The longest frequency: the first
+  // machine's delta cycles after its reverse sync (a digest pass over its whole image each) must
+  // not run beside the second machine's measured sync.
+  await api(s, 'POST', '/policies', { name: 'p', frequency: '1h', retention: '1h', appConsistent: '0s', encryption: 'none' });
   await api(s, 'POST', '/pairings', { primary: 'srv', recovery: 'dr', policy: 'p' });
   for (const m of ['m1', 'm2']) await api(s, 'POST', '/machines', { name: m, site: 'srv', disks: [img(m)], config: { hooks: { stop: 'true' } } });
   log(`run ${r + 1}: protecting (initial copies)`);
