@@ -13,7 +13,7 @@
 // by CBT since failover, resyncMode 'cbt') is a marked gap until that mode lands.
 // Prints one JSON document (with a `markdown` summary) on its last line; asserts only that rsync
 // produced an identical copy.
-// Usage: node bench/failback.ts [--quick | --smoke]
+// Usage: [REBOUND_BENCH_RUNS=N] node bench/failback.ts [--quick | --smoke]
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -27,7 +27,9 @@ import type { Fig } from './lib/common.ts';
 const mode = benchMode();
 /** Disk size and the part of it written with random data (the rest stays holes). */
 const SIZES = { full: { runs: 3, mib: 4096, dataMiB: 512 }, quick: { runs: 1, mib: 256, dataMiB: 128 }, smoke: { runs: 1, mib: 16, dataMiB: 8 } } as const;
-const S = SIZES[mode];
+/** REBOUND_BENCH_RUNS=N overrides the mode's run count (a shared machine may not fit 3 full runs). */
+const runsEnv = Number(process.env['REBOUND_BENCH_RUNS'] ?? '');
+const S = { ...SIZES[mode], ...(Number.isInteger(runsEnv) && runsEnv > 0 ? { runs: runsEnv } : {}) };
 const BLOCK = 64 * 1024;
 const CHANGED_FRACTION = 0.01;
 const log = (m: string): void => { process.stderr.write(`[failback] ${m}\n`); };
