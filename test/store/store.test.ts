@@ -66,7 +66,7 @@ for (const dialect of dialects) {
             .selectFrom('rebound_migration' as 'sites')
             .select('name')
             .execute();
-          assert.deepEqual(applied.map((r) => r.name), ['0001-initial', '0002-components']);
+          assert.deepEqual(applied.map((r) => r.name), ['0001-initial', '0002-components', '0003-replication-groups']);
         } finally {
           await again.close();
         }
@@ -157,7 +157,7 @@ describe('openStore', () => {
       const tables = (await b.db.introspection.getTables()).map((t) => t.name).sort();
       assert.deepEqual(tables, [...Object.keys(expected), 'rebound_migration', 'rebound_migration_lock'].sort());
       const applied = await a.db.selectFrom('rebound_migration' as 'sites').select('name').execute();
-      assert.deepEqual(applied.map((r) => r.name), ['0001-initial', '0002-components']);
+      assert.deepEqual(applied.map((r) => r.name), ['0001-initial', '0002-components', '0003-replication-groups']);
     } finally {
       await a.close();
       await b.close();
