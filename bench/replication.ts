@@ -871,6 +871,9 @@ const f = (x: Fig | null | undefined, unit = ''): string => (x ? (x.n > 1 ? `${x
 function markdown(out: Record<string, unknown>, svgPath: string | null): string {
   const L: string[] = [];
   L.push(`Mode ${mode}: ${S.runs} run(s) of each figure, shown as "median (min–max, n)". Rebound runs as \`rebound serve\` composes it (vault, agent, process server and master target in one process, mutual TLS between the roles, REST API on loopback), replicating a physical machine (a raw image file) to a recovery site on the same filesystem. Everything runs niced on a 2-core machine shared with other work: load average (1, 5, 15 min) ${JSON.stringify(out['loadAverageAtStart'])} at the start and ${JSON.stringify(out['loadAverageAtEnd'])} at the end; commit ${String(out['commit'])}; ${String(out['seconds'])} s in all.`);
+  const measured = out['measured'] as { quickParts?: Record<string, string>; note?: string } | undefined;
+  const quickParts = Object.keys(measured?.quickParts ?? {});
+  if (quickParts.length > 0) L.push('', `**Not all of this is full mode:** ${quickParts.join(', ')} ${quickParts.length === 1 ? 'was' : 'were'} measured in quick mode (one run, smaller sizes: n = 1, no spread) beside the full run. ${measured?.note ?? ''}`);
   L.push('', '| # | figure | Rebound | reference | ratio | aim | verdict |', '| --- | --- | --- | --- | --- | --- | --- |');
   const verdict = (ok: boolean): string => (ok ? 'met' : '**missed**');
   type Init = { imageMiB: number; dataMiB: number; cat: { imageMiBps: Fig }; qemuImgConvert: { imageMiBps: Fig }; reboundPlain: { imageMiBps: Fig; vsCat: Fig; vsConvert: Fig; seconds: Fig; phases: Record<string, Fig | null> }; reboundDefaults: { imageMiBps: Fig; vsCat: Fig; vsConvert: Fig; seconds: Fig; phases: Record<string, Fig | null> } };
