@@ -165,6 +165,10 @@ for (const n of names) {
     continue;
   }
   lines.push(`## ${r.name}`, '', `Measured ${r.date ?? '?'} at commit ${r.commit ?? '?'}, load average ${r.loadAverageAtStart ? r.loadAverageAtStart.join(' / ') : '?'} at the start; run time ${r.seconds.toFixed(1)} s. Reproduce: ${reproduce(r.name)}.`, '');
+  // The reading of a run (aims missed and their causes, what did not fit): bench/notes/NAME.md,
+  // written by whoever ran it, kept apart from the measured figures.
+  const notes = path.join(root, 'bench', 'notes', `${r.name}.md`);
+  if (!quick && existsSync(notes)) lines.push(readFileSync(notes, 'utf8').trim(), '');
   if (!r.ok) {
     lines.push(`Failed: ${r.error ?? 'unknown error'}`, '');
     continue;
