@@ -170,8 +170,11 @@ export interface MachineProvider {
    * each takes its point, and all run again (`cont`), then thaw. A machine whose freeze failed
    * gets a crash-consistent point with the reason. Any other failure takes no point at all. */
   takeGroupPoints?(names: string[], signal?: AbortSignal, opts?: TakePointOptions): Promise<GroupPoints>;
-  /** Drops all tracking state and starts afresh (after a digest resync). */
-  resetTracking?(name: string, signal?: AbortSignal): Promise<TrackingStatus>;
+  /** Drops all tracking state and starts afresh (after a digest resync). The first point after
+   * it reports every block as changed (`all`), unless `baseline`: the disks are at a state the
+   * replica already holds (a recovered machine started from a point), so the first point's
+   * changes are the writes made since this call. */
+  resetTracking?(name: string, signal?: AbortSignal, opts?: { baseline?: boolean }): Promise<TrackingStatus>;
 
   /** Opens a stopped machine's disks without running it (QEMU: started with the CPUs stopped),
    * so a point can be taken of its final state; stop it with powerOff. */

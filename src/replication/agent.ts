@@ -57,6 +57,8 @@ interface OpenState {
   providerPointId: string;
   takenAt: number;
   initial: boolean;
+  /** How a first copy or resync chose its ranges (reported with its progress). */
+  method?: 'full' | 'digests' | 'cbt';
   plans: DiskPlan[];
   disks: { id: string; sizeBytes: number }[];
   /** The replication group's point this member point belongs to. */
@@ -95,9 +97,16 @@ interface LastState {
   seeded: boolean;
 }
 
+/** How long an assignment read before the vault took note of a finished resync may still ask
+ * for it (an assignment poll in flight, a slow vault). */
+const RESYNC_ECHO_MS = 30_000;
+
 export class Agent {
   readonly #o: AgentOptions;
   readonly #workers = new Map<string, { stop: AbortController; done: Promise<void>; assignment: Assignment }>();
+  /** Items whose resync (by reason) this agent finished, and when, until an assignment shows it
+   * cleared. Past RESYNC_ECHO_MS an assignment still asking is a new request and is done again. */
+  readonly #resynced = new Map<string, { reason: string; at: number }>();
   /** Replication groups' workers by groupKey; an item of a group has no worker of its own. */
   readonly #groups = new Map<string, GroupWorker>();
   /** Items a syncNow replicates right now: no group worker takes them meanwhile. */
@@ -179,6 +188,10 @@ export class Agent {
 
   async #poll(): Promise<void> {
     const all = await this.#o.link.assignments();
+    for (const id of [...this.#resynced.keys()]) {
+      const a = all.find((x) => x.itemId === id);
+      if (!a || a.resync === null) this.#resynced.delete(id); // the vault has taken note
+    }
     const list = all.filter((a) => a.group === null || this.#syncing.has(a.itemId));
     await this.#pollGroups(all.filter((a) => a.group !== null && !this.#syncing.has(a.itemId)));
     const seen = new Set<string>();
@@ -236,7 +249,12 @@ export class Agent {
   }
 
   /** One cycle: adopt or take a point, send it, release it. Waits for the next due time first. */
-  async #cycle(a: Assignment, signal: AbortSignal, now = false, given?: GivenPoint): Promise<{ pointId: string; pointSeq: number; takenAt: number }> {
+  async #cycle(assigned: Assignment, signal: AbortSignal, now = false, given?: GivenPoint): Promise<{ pointId: string; pointSeq: number; takenAt: number }> {
+    // A resync this agent has done already, in an assignment read before the vault cleared it:
+    // doing it again would send the same differences (or the whole disk) twice.
+    const finished = this.#resynced.get(assigned.itemId);
+    const echo = assigned.resync !== null && finished?.reason === assigned.resync && Date.now() - finished.at < RESYNC_ECHO_MS;
+    const a = echo ? { ...assigned, resync: null, resyncMode: null } : assigned;
     const p = this.#o.providerFor(a);
     await this.#o.prepare?.(p, a);
     const last = await this.#read<LastState>(a.itemId, 'last.json');
@@ -289,6 +307,7 @@ export class Agent {
       }
       try {
         const plans: DiskPlan[] = [];
+        let method: 'full' | 'digests' | 'cbt' = 'full';
         for (const d of point.disks) {
           let ranges;
           // Differences by digests: a resync that asks for them (reverse replication over old
@@ -298,6 +317,7 @@ export class Agent {
           const digests = byDigests ? await this.#differences(a, d, signal, a.resync !== null ? undefined : last?.pointId) : null;
           if (byTracking && d.changes.kind === 'extents') {
             ranges = d.changes.extents;
+            if (method === 'full') method = 'cbt';
             this.#o.logger.info({ item: a.itemId, disk: d.disk.id, changed: ranges.reduce((n, e) => n + e.length, 0), size: d.disk.sizeBytes }, 'agent: resync by change tracking since the failover');
           } else if (byTracking) ranges = await this.#differences(a, d, signal) ?? (d.allocated ? await d.allocated(signal) : [{ offset: 0, length: d.disk.sizeBytes }]);
           else if (digests) ranges = digests;
@@ -306,6 +326,7 @@ export class Agent {
           else if (fullCopy && a.resync !== null && last?.seeded === true) ranges = [{ offset: 0, length: d.disk.sizeBytes }];
           else if (fullCopy || d.changes.kind === 'all') ranges = d.allocated ? await d.allocated(signal) : [{ offset: 0, length: d.disk.sizeBytes }];
           else ranges = d.changes.extents;
+          if (digests || (byTracking && d.changes.kind !== 'extents')) method = 'digests';
           plans.push(planDisk(d.disk.id, d.disk.sizeBytes, ranges, DEFAULT_REPLICA_BLOCK));
         }
         open = {
@@ -315,6 +336,7 @@ export class Agent {
           providerPointId: point.id,
           takenAt: point.takenAt.getTime(),
           initial: fullCopy,
+          ...(fullCopy ? { method } : {}),
           plans,
           disks: point.disks.map((d) => ({ id: d.disk.id, sizeBytes: d.disk.sizeBytes })),
           ...(given ? { group: given.group } : {}),
@@ -333,7 +355,7 @@ export class Agent {
     let lastReport = 0;
     const report = async (sent: boolean): Promise<void> => {
       lastReport = Date.now();
-      await this.#o.link.progress({ itemId: a.itemId, pointId: o.pointId, initial: o.initial, bytesDone: done, bytesTotal: total, bytesSkipped: skipped, sent, takenAt: o.takenAt }).catch(() => undefined);
+      await this.#o.link.progress({ itemId: a.itemId, pointId: o.pointId, initial: o.initial, bytesDone: done, bytesTotal: total, bytesSkipped: skipped, sent, takenAt: o.takenAt, ...(o.initial && o.method ? { method: o.method } : {}) }).catch(() => undefined);
     };
     if (o.initial) await report(false);
     // A failure leaves the point open (and saved): the next cycle adopts it and resumes.
@@ -404,7 +426,10 @@ export class Agent {
     await p.releasePoint?.(pt, { consumed: true }, signal);
     await rm(join(this.#dir(a.itemId), 'open.json'), { force: true });
     this.stats.points++;
-    if (a.resync !== null && o.initial) await this.#o.link.resynced(a.itemId).catch(() => undefined);
+    if (a.resync !== null && o.initial) {
+      this.#resynced.set(a.itemId, { reason: a.resync, at: Date.now() });
+      await this.#o.link.resynced(a.itemId).catch(() => undefined);
+    }
     await report(true);
     return { pointId: o.pointId, pointSeq: o.pointSeq, takenAt: o.takenAt };
   }

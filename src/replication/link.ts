@@ -58,6 +58,9 @@ export interface ProgressReport {
   /** The transfer finished and the point's changes were released at the source. */
   sent: boolean;
   takenAt: number;
+  /** How a first copy or resync chose what to send: everything allocated (`full`), blocks that
+   * differ from the replica (`digests`), or the source's change tracking (`cbt`). */
+  method?: 'full' | 'digests' | 'cbt';
 }
 
 /** A replication group's point: one barrier across its members, one point per member. */

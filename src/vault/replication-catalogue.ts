@@ -181,7 +181,7 @@ export class ReplicationCatalogue {
     if (!r.initial) return;
     await this.#updateDetails(r.itemId, (d) => ({
       ...d,
-      replication: { phase: r.sent ? 'initial-sent' : 'initial', pointId: r.pointId, bytesDone: r.bytesDone, bytesTotal: r.bytesTotal, bytesSkipped: r.bytesSkipped, at: now() },
+      replication: { phase: r.sent ? 'initial-sent' : 'initial', pointId: r.pointId, bytesDone: r.bytesDone, bytesTotal: r.bytesTotal, bytesSkipped: r.bytesSkipped, ...(r.method ? { method: r.method } : {}), at: now() },
     }));
   }
 

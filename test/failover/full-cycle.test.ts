@@ -32,7 +32,7 @@ interface Item {
   state: string;
   direction: string;
   health: string;
-  details: { replication?: { bytesTotal?: number }; placements?: Record<string, { name: string; disks: { path: string }[] }>; test?: { name: string } | null };
+  details: { replication?: { bytesTotal?: number; method?: string }; placements?: Record<string, { name: string; disks: { path: string }[] }>; test?: { name: string } | null };
 }
 
 const item = (): Promise<Item> => api<Item>(server, 'GET', '/items/app1');
@@ -147,6 +147,7 @@ test('the full cycle: protect, drill, planned failover, commit, reverse, failbac
   assert.ok(foLog.some((m) => /change tracking on app1 started before its first instruction/.test(m)), JSON.stringify(foLog));
   const rvLog = (await api<{ log: { message: string }[] }>(server, 'GET', `/jobs/${rv.id}`)).log.map((l) => l.message);
   assert.ok(rvLog.some((m) => /change tracking recorded since the failover are sent \(no digest pass\)/.test(m)), JSON.stringify(rvLog));
+  assert.equal(it.details.replication?.method, 'cbt', 'the agent sent the tracked blocks, not digest differences');
   assert.ok(rv.tasks.length === 3);
 
   // A failback cancelled during its sync changes nothing: the item is protected in reverse

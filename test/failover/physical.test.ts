@@ -22,7 +22,7 @@ const MIB = 2 ** 20;
 let dir: string;
 let server: ServerProcess;
 
-interface Item { id: string; state: string; direction: string; details: { replication?: { bytesTotal?: number }; placements?: Record<string, { disks: { path: string; format: string }[] }> } }
+interface Item { id: string; state: string; direction: string; details: { replication?: { bytesTotal?: number; method?: string }; placements?: Record<string, { disks: { path: string; format: string }[] }> } }
 const item = (): Promise<Item> => api<Item>(server, 'GET', '/items/db1');
 const start = async (path: string, body?: unknown): Promise<string> => (await api<{ job: { id: string } }>(server, 'POST', path, body ?? {})).job.id;
 
@@ -101,6 +101,7 @@ test('a physical machine: unplanned failover to images, commit, reverse by diffe
   assert.equal(it.direction, 'reverse');
   const sent = it.details.replication?.bytesTotal ?? Infinity;
   assert.ok(sent <= 40 * 64 * 1024, `reverse replication sent ${sent} bytes for 40 changed 4 KiB blocks (64 KiB replica blocks)`);
+  assert.equal(it.details.replication?.method, 'digests');
 
   // A failback --sync full cancelled while its data is on the way: the replica at srv stays at
   // a consistent point (scrub finds every retained point intact), replication resumes by

@@ -15,6 +15,7 @@ const Id = Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9][A-
 const Progress = Type.Object({
   itemId: Id, pointId: Id, initial: Type.Boolean(), bytesDone: Type.Number({ minimum: 0 }), bytesTotal: Type.Number({ minimum: 0 }),
   bytesSkipped: Type.Number({ minimum: 0 }), sent: Type.Boolean(), takenAt: Type.Number({ minimum: 0 }),
+  method: Type.Optional(Type.Union([Type.Literal('full'), Type.Literal('digests'), Type.Literal('cbt')])),
 }, { additionalProperties: false });
 const PointBody = Type.Object({
   itemId: Id, pointId: Id, pointSeq: Type.Integer({ minimum: 0 }), takenAt: Type.Number({ minimum: 0 }), kind: Type.Union([Type.Literal('crash'), Type.Literal('app')]),

@@ -287,10 +287,10 @@ export class QemuProvider implements MachineProvider {
     return this.#trackingOp(name, async (q, def, paths) => (await tracking.inspect(q, def, paths, signal)).status);
   }
 
-  async resetTracking(name: string, signal?: AbortSignal): Promise<TrackingStatus> {
+  async resetTracking(name: string, signal?: AbortSignal, opts: { baseline?: boolean } = {}): Promise<TrackingStatus> {
     return this.#trackingOp(name, async (q, def, paths) => {
       await this.#dropOpenPoint(name);
-      return tracking.resetTracking(q, def, paths, signal);
+      return tracking.resetTracking(q, def, paths, signal, opts.baseline === true);
     });
   }
 

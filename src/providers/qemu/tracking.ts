@@ -43,6 +43,9 @@ interface DiskBitmaps {
 /** The tracking marker: written when tracking starts, so missing bitmaps later read as lost. */
 interface Marker {
   startedAt: string;
+  /** Tracking started from a state the replica already holds (a recovered VM started from a
+   * point): generation 0 then names the writes since the start, not "everything". */
+  baseline?: boolean;
 }
 
 export async function readBitmaps(qmp: QmpClient, def: MachineDefinition, signal?: AbortSignal): Promise<DiskBitmaps[]> {
@@ -107,7 +110,7 @@ export async function inspect(qmp: QmpClient, def: MachineDefinition, paths: VmP
   return { status: { state: 'active', problems: [] }, ...(active === undefined ? {} : { active }), ...(stale === undefined ? {} : { stale }) };
 }
 
-export async function startTracking(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, signal?: AbortSignal): Promise<TrackingStatus> {
+export async function startTracking(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, signal?: AbortSignal, baseline = false): Promise<TrackingStatus> {
   const raw = def.disks.findIndex((d) => d.format !== 'qcow2');
   if (raw >= 0) {
     throw conflict('cbt-unsupported', `Disk ${raw} of VM "${def.name}" is raw; QEMU keeps persistent dirty bitmaps only in qcow2 images.`, {
@@ -120,19 +123,19 @@ export async function startTracking(qmp: QmpClient, def: MachineDefinition, path
   await qmp.execute('transaction', {
     actions: def.disks.map((_, i) => ({ type: 'block-dirty-bitmap-add', data: { node: diskNode(i), name: bitmapName(0), granularity: GRANULARITY, persistent: true } })),
   }, { signal });
-  await writeFile(paths.tracking, JSON.stringify({ startedAt: new Date().toISOString() } satisfies Marker) + '\n');
+  await writeFile(paths.tracking, JSON.stringify({ startedAt: new Date().toISOString(), ...(baseline ? { baseline: true } : {}) } satisfies Marker) + '\n');
   return { state: 'active', problems: [] };
 }
 
 /** Removes every rebound-* bitmap (inconsistent ones included) and starts again at generation 0. */
-export async function resetTracking(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, signal?: AbortSignal): Promise<TrackingStatus> {
+export async function resetTracking(qmp: QmpClient, def: MachineDefinition, paths: VmPaths, signal?: AbortSignal, baseline = false): Promise<TrackingStatus> {
   await closeStalePoint(qmp, def, paths, signal);
   const disks = await readBitmaps(qmp, def, signal);
   for (const d of disks) {
     for (const gen of d.bitmaps.keys()) await qmp.execute('block-dirty-bitmap-remove', { node: diskNode(d.disk), name: bitmapName(gen) }, { signal });
   }
   await rm(paths.tracking, { force: true });
-  return startTracking(qmp, def, paths, signal);
+  return startTracking(qmp, def, paths, signal, baseline);
 }
 
 export function lostError(name: string, status: TrackingStatus): ReboundError {
@@ -237,7 +240,7 @@ export async function openPoint(qmp: QmpClient, def: MachineDefinition, paths: V
     }
     // What a later process needs to adopt this point if this one dies holding it.
     await writeFile(join(paths.run, 'point.json'), JSON.stringify({ generation: gen, takenAt: takenAt.toISOString() }) + '\n');
-    return { id: `${def.name}@${gen}`, generation: gen, takenAt, disks: await attach(paths, gen, prepared.disks) };
+    return { id: `${def.name}@${gen}`, generation: gen, takenAt, disks: await attach(paths, gen, prepared.disks, (await readMarker(paths))?.baseline === true) };
   } catch (err) {
     await releasePoint(qmp, def, paths, gen, false).catch(() => undefined);
     throw err;
@@ -256,14 +259,14 @@ async function removeOverlays(qmp: QmpClient, paths: VmPaths, disks: number[]): 
   }
 }
 
-async function attach(paths: VmPaths, gen: number, disks: DiskInfo[]): Promise<OpenPoint['disks']> {
+async function attach(paths: VmPaths, gen: number, disks: DiskInfo[], baseline: boolean): Promise<OpenPoint['disks']> {
   const out: OpenPoint['disks'] = [];
   try {
     for (let i = 0; i < disks.length; i++) {
       const context = `qemu:dirty-bitmap:${bitmapName(gen)}`;
       const client = await NbdClient.connect({ path: paths.nbd }, { exportName: exportName(i), metaContexts: ['base:allocation', context] });
       out.push({ info: disks[i]!, changes: { kind: 'all', reason: '' }, client });
-      if (gen === 0) {
+      if (gen === 0 && !baseline) {
         out[i]!.changes = { kind: 'all', reason: 'first point since tracking started: there is no previous point to compare with' };
       } else {
         const extents = await client.blockStatusAll(context);
@@ -302,7 +305,7 @@ export async function adoptPoint(qmp: QmpClient, def: MachineDefinition, paths: 
     id: diskNode(i), path: d.path, format: d.format,
     sizeBytes: nodes.find((n) => n['node-name'] === diskNode(i))?.image['virtual-size'] ?? 0,
   }));
-  return { id: `${def.name}@${gen}`, generation: gen, takenAt: new Date(meta.takenAt), disks: await attach(paths, gen, disks) };
+  return { id: `${def.name}@${gen}`, generation: gen, takenAt: new Date(meta.takenAt), disks: await attach(paths, gen, disks, (await readMarker(paths))?.baseline === true) };
 }
 
 /** Joins touching extents (flags dropped). */

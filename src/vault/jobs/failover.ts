@@ -222,7 +222,7 @@ export function failoverJobs(store: Store, actions: ItemActions, plane: Recovery
     await p.startPaused(rec.name, ctx.signal);
     let at: number | null = null;
     try {
-      await p.resetTracking(rec.name, ctx.signal);
+      await p.resetTracking(rec.name, ctx.signal, { baseline: true });
       at = Date.now();
     } catch (err) {
       ctx.signal.throwIfAborted();
