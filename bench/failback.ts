@@ -171,7 +171,7 @@ const res = {
   digestsSentVsRsyncSent: F((x) => x.digests.sentMiB / x.rsync.sentMiB),
 };
 Object.assign(out, res, {
-  qemuCbt: 'not measured: failback by changed-block tracking since failover (resyncMode cbt) has not landed',
+  qemuCbt: 'see the failback-qemu section (bench/failback-qemu.ts): a QEMU VM by change tracking since the failover vs digests',
   loadAverageAtEnd: load(),
   seconds: Math.round((performance.now() - t) / 1000),
   note: 'physical machine, one raw image (dataMiB of random data at its start, the rest holes); 1 % of the disk changed at dr in 64 KiB blocks; Rebound = POST /items/M/reverse-replicate until the job ends (prepare, first sync, delta replication started), sent = the first sync\'s payload bytes (bytesTotal); rsync = --no-whole-file --inplace --ignore-times --stats of the changed image onto a copy of the old one (sent = Total bytes sent); page cache of the images dropped before each; encryption at rest off',
@@ -184,7 +184,7 @@ out['markdown'] = [
   `| Rebound by digests (old disk present) | ${show(res.digests.seconds, ' s')} | ${show(res.digests.initialTaskSeconds, ' s')} | ${show(res.digests.sentMiB, ' MiB')} | ${show(res.digestsVsRsyncTime)} |`,
   `| Rebound full copy (old disk removed) | ${show(res.full.seconds, ' s')} | ${show(res.full.initialTaskSeconds, ' s')} | ${show(res.full.sentMiB, ' MiB')} | ${show(F((x) => x.full.seconds / x.rsync.seconds))} |`,
   `| \`rsync --no-whole-file --inplace\` (reference) | ${show(res.rsync.seconds, ' s')} | | ${show(res.rsync.sentMiB, ' MiB')} (literal ${res.rsync.literalMiB.median} MiB) | 1 |`,
-  '| QEMU VM by CBT since failover | **gap: not measured** — the CBT failback mode (resyncMode `cbt`) has not landed | | | |',
+  '| QEMU VM by CBT since failover | measured in the failback-qemu section (a QEMU VM, same disk size and change) | | | |',
   '',
   `Changed: ${res.changedMiB.median} MiB. Digests / full copy time: ${show(res.digestsVsFullTime)}; digest sync sent / changed bytes: ${show(res.digestsSentVsChanged)}. Load average ${JSON.stringify(out['loadAverageAtStart'])} at start, ${JSON.stringify(out['loadAverageAtEnd'])} at end; commit ${String(out['commit'])}. Reproduce: \`nice -n 10 npm run bench -- --only failback\` (\`--quick\`: 256 MiB, one run; \`node bench/failback.ts --smoke\`: shape only).`,
 ].join('\n');
