@@ -8,12 +8,11 @@
 // disk, 3 syncs per method; --quick: 512 MiB, 1 each. The full download and rsync of an image of
 // the same size are measured on physical machines by bench/failback.ts. Prints one JSON document
 // (with a `markdown` summary) on its last line.
-import { spawn } from 'node:child_process';
-import { openSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, utimes } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { fig as figOf, startServe } from './lib/common.ts';
+import type { Fig } from './lib/common.ts';
 import { ensureGuestKit, guestCmdline, makeDataDisk } from '../src/guest/kit.ts';
 import { QemuProvider } from '../src/providers/qemu/qemu-provider.ts';
 import { QmpClient } from '../src/qmp/client.ts';
@@ -22,28 +21,10 @@ const quick = process.argv.includes('--quick');
 const RUNS = Number(process.env['REBOUND_BENCH_RUNS'] ?? (quick ? 1 : 3));
 const DISK_MIB = quick ? 512 : 4096;
 const CHUNK = 256 * 1024;
-const BIN = resolve(import.meta.dirname, '../bin/rebound');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-interface Fig { median: number; min: number; max: number; n: number }
-function fig(v: number[]): Fig {
-  const s = [...v].sort((a, b) => a - b);
-  const r = (x: number): number => Math.round(x * 100) / 100;
-  return { median: r(s[Math.floor(s.length / 2)] ?? NaN), min: r(s[0] ?? NaN), max: r(s.at(-1) ?? NaN), n: s.length };
-}
-
-async function startServer(data: string): Promise<{ url: string; token: string; stop(): void }> {
-  // REBOUND_BENCH_SERVER_LOG=FILE keeps the server's log (info) there.
-  const keep = process.env['REBOUND_BENCH_SERVER_LOG'];
-  const proc = spawn(BIN, ['--json', 'serve', '--data', data, '--port', '0'], { cwd: data, env: { ...process.env, REBOUND_LOG_LEVEL: keep ? 'info' : 'warn' }, stdio: ['ignore', 'pipe', keep ? openSync(keep, 'a') : 'ignore'] });
-  const line = await new Promise<string>((ok, fail) => {
-    createInterface({ input: proc.stdout! }).once('line', ok);
-    proc.once('exit', (c) => fail(new Error(`rebound serve exited ${c}`)));
-  });
-  proc.stdout?.resume();
-  const j = JSON.parse(line) as { url: string; adminToken?: string };
-  return { url: j.url, token: j.adminToken ?? (await readFile(join(data, 'admin.token'), 'utf8')).trim(), stop: () => proc.kill('SIGTERM') };
-}
+const fig = (v: number[]): Fig => figOf(v, 3);
+const startServer = startServe;
 
 interface Item { id: string; state: string; direction: string; activeSite: string; details: { replication?: { bytesTotal?: number; method?: string }; placements?: Record<string, { disks: { path: string }[] }> } }
 interface Job { id: string; state: string; error?: unknown; log: { message: string }[] }

@@ -4,37 +4,21 @@
 // the same records on it). Failover exports the point copy-on-write, so both should take the same
 // time. Full mode: 3 runs per size; --quick: 1 run per size with 1 and 4 GiB. Prints one JSON
 // document (with a `markdown` summary) on its last line.
-import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { fig as figOf, startServe } from './lib/common.ts';
+import type { Fig } from './lib/common.ts';
 import { ensureGuestKit, guestCmdline, makeDataDisk } from '../src/guest/kit.ts';
 import { QemuProvider } from '../src/providers/qemu/qemu-provider.ts';
 
 const quick = process.argv.includes('--quick');
 const RUNS = quick ? 1 : 3;
 const SIZES_GIB = quick ? [1, 4] : [1, 16];
-const BIN = resolve(import.meta.dirname, '../bin/rebound');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-interface Fig { median: number; min: number; max: number; n: number }
-function fig(v: number[]): Fig {
-  const s = [...v].sort((a, b) => a - b);
-  const r = (x: number): number => Math.round(x * 100) / 100;
-  return { median: r(s[Math.floor(s.length / 2)] ?? NaN), min: r(s[0] ?? NaN), max: r(s.at(-1) ?? NaN), n: s.length };
-}
-
-async function startServer(data: string): Promise<{ url: string; token: string; stop(): void }> {
-  const proc = spawn(BIN, ['--json', 'serve', '--data', data, '--port', '0'], { cwd: data, env: { ...process.env, REBOUND_LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'ignore'] });
-  const line = await new Promise<string>((ok, fail) => {
-    createInterface({ input: proc.stdout! }).once('line', ok);
-    proc.once('exit', (c) => fail(new Error(`rebound serve exited ${c}`)));
-  });
-  proc.stdout?.resume();
-  const j = JSON.parse(line) as { url: string; adminToken?: string };
-  return { url: j.url, token: j.adminToken ?? (await readFile(join(data, 'admin.token'), 'utf8')).trim(), stop: () => proc.kill('SIGTERM') };
-}
+const fig = (v: number[]): Fig => figOf(v, 3);
+const startServer = startServe;
 
 async function once(gib: number): Promise<{ toQemu: number; toWriting: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'rb-rto-'));
