@@ -40,15 +40,6 @@ export function checkGroupMembership(group: string, candidate: GroupMemberView, 
   }
 }
 
-/** Refuses a machine whose points are taken at a physical site: a group's common point is a
- * barrier that holds every member's writes for an instant (QMP stop/cont of each VM), and a
- * physical machine's point is a digest pass over its disks, which nothing can hold still. */
-export function checkGroupSource(group: string, machine: string, source: { name: string; provider: string }): void {
-  if (source.provider === 'physical') {
-    throw conflict('group-physical-unsupported', `${machine} replicates from the physical site ${source.name}: replication group ${group} takes its common points at a barrier that pauses every member for an instant, which physical machines (image files, block devices) cannot do. Protect ${machine} without --group (a plan still fails it over in its group order).`, { details: { group, machine } });
-  }
-}
-
 /** Refuses changing a machine's group while a failover of it runs (by its state or a job of it). */
 export function checkGroupChange(machine: string, state: ItemState, from: string | null, to: string | null, runningJob?: { id: string; kind: string }): void {
   const what = to === null ? `leave replication group ${from ?? ''}` : from === null ? `join replication group ${to}` : `move from replication group ${from} to ${to}`;

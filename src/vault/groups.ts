@@ -1,7 +1,7 @@
 // The vault's side of replication groups: who is in a group (with the pairing each member
 // replicates under), the checks before a machine joins one (src/domain/groups.ts), and changing
 // or leaving a group of a protected machine.
-import { checkGroupChange, checkGroupMembership, checkGroupSource } from '../domain/groups.ts';
+import { checkGroupChange, checkGroupMembership } from '../domain/groups.ts';
 import type { GroupMemberView } from '../domain/groups.ts';
 import { conflict, notFound } from '../domain/errors.ts';
 import type { Direction, ItemState } from '../domain/model.ts';
@@ -37,8 +37,6 @@ export async function groupMembers(store: Store, group: string): Promise<GroupMe
 
 /** Refuses a machine joining `group` under `pairing` unless it fits the group's other machines. */
 export async function checkJoin(store: Store, machine: string, pairing: Row<'pairings'>, direction: Direction, group: string): Promise<void> {
-  const source = await store.db.selectFrom('sites').select(['name', 'provider']).where('id', '=', direction === 'forward' ? pairing.primary_site_id : pairing.recovery_site_id).executeTakeFirst();
-  if (source) checkGroupSource(group, machine, source);
   checkGroupMembership(group, { machine, pairingId: pairing.id, pairing: await pairingLabel(store, pairing), direction }, await groupMembers(store, group));
 }
 

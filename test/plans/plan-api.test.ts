@@ -3,8 +3,8 @@
 // do), scripts checked where they will run, a test failover of a plan whose scripts see the
 // plan's environment and whose overrunning script is stopped at its timeout (its whole process
 // group), a plan busy with a waiting manual action refusing a second verb and deletion, cancel of
-// that plan, test cleanup of the plan, a replication group of physical machines refused (they
-// cannot be held at a barrier), and kill -9 of the server mid-plan (the plan goes on after a restart,
+// that plan, test cleanup of the plan, a replication group without a common point refused
+// before anything starts, and kill -9 of the server mid-plan (the plan goes on after a restart,
 // no machine fails over twice).
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -128,12 +128,7 @@ for (const dialect of dialects) {
 
     test('a plan of physical machines: test failover with scripts in the plan\'s environment, a script stopped at its timeout, cleanup; a waiting plan is busy and cancels', { timeout: 300_000 }, async () => {
       for (const m of ['p1', 'p2', 'p3']) await waitJob(server, (await api<{ job: { id: string } }>(server, 'POST', `/items/${m}/protect`, {})).job.id, 120_000);
-      // Physical machines cannot be held still for a group's common point: --group is refused.
-      const grouped = await req('POST', '/items/p4/protect', { group: 'g' });
-      assert.equal(grouped.status, 409, grouped.text);
-      assert.equal(code(grouped), 'group-physical-unsupported');
-      assert.match(grouped.text, /without --group/);
-      await waitJob(server, (await api<{ job: { id: string } }>(server, 'POST', '/items/p4/protect', {})).job.id, 120_000);
+      await waitJob(server, (await api<{ job: { id: string } }>(server, 'POST', '/items/p4/protect', { group: 'g' })).job.id, 120_000);
       for (const m of ['p1', 'p2', 'p3']) await waitFor(`a point of ${m}`, async () => (await points(server, m)).length >= 1, 60_000, 300);
 
       const record = join(dir, 'scripts', 'record.sh');
@@ -196,6 +191,15 @@ for (const dialect of dialects) {
       for (const m of ['p1', 'p2']) assert.equal((await api<{ state: string }>(server, 'GET', `/items/${m}`)).state, 'protected');
       assert.equal((await req('DELETE', '/plans/held')).status, 200);
 
+      // A replication group with no common point yet: refused before anything starts.
+      await api(server, 'POST', '/plans', { name: 'grouped', groups: [{ machines: ['p3', 'p4'] }] });
+      r = await req('POST', '/plans/grouped/test-failover', { point: 'latest' });
+      assert.equal(r.status, 409, r.text);
+      assert.equal(code(r), 'no-common-point');
+      r = await req('POST', '/plans/grouped/failover', { mode: 'unplanned', point: 'latest-app-consistent' });
+      assert.equal(r.status, 409, r.text);
+      r = await req('POST', '/plans/grouped/test-failover', { point: (await points(server, 'p3'))[0]!.id });
+      assert.equal(r.status, 400, 'a point id names one machine\'s point');
       for (const m of ['p3', 'p4']) assert.equal((await api<{ state: string }>(server, 'GET', `/items/${m}`)).state, 'protected');
     });
 
