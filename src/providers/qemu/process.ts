@@ -40,15 +40,18 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** Waits until the process is gone (it is not our child, so poll). */
-export async function waitGone(pid: number, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
+/** Waits until the process is gone (it is not our child, so poll). With `paths`, a pid that no
+ * longer is this VM's QEMU counts as gone: on a busy host an exited QEMU's pid can be reused at
+ * once by an unrelated process, which must never be taken for it (and killed). */
+export async function waitGone(pid: number, timeoutMs: number, signal?: AbortSignal, paths?: VmPaths): Promise<boolean> {
+  const gone = async (): Promise<boolean> => !alive(pid) || (await isZombie(pid)) || (paths !== undefined && !(await isQemuFor(pid, paths)));
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (!alive(pid) || (await isZombie(pid))) return true;
+    if (await gone()) return true;
     if (signal?.aborted) return false;
     await new Promise((r) => setTimeout(r, 50));
   }
-  return !alive(pid);
+  return gone();
 }
 
 /** True when the process has exited (a zombie waiting for a reaper counts as exited). */

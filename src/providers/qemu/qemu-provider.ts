@@ -32,7 +32,7 @@ import type { VmPaths } from './definition.ts';
 import { ensureNetwork, networkOf, removeNetwork } from './network.ts';
 import type { SiteNetwork } from './network.ts';
 import { FreezeAgent } from './freeze-agent.ts';
-import { findQemu, processGone, waitGone } from './process.ts';
+import { findQemu, isQemuFor, processGone, waitGone } from './process.ts';
 import * as tracking from './tracking.ts';
 import { mergeExtents } from './tracking.ts';
 import type { OpenPoint } from './tracking.ts';
@@ -255,7 +255,7 @@ export class QemuProvider implements MachineProvider {
       const pid = await findQemu(this.paths(name));
       if (pid === undefined) return;
       await this.#withQmp(name, (q) => q.execute('system_powerdown', undefined, { signal }));
-      if (await waitGone(pid, opts.timeoutMs, signal)) return this.#afterExit(name);
+      if (await waitGone(pid, opts.timeoutMs, signal, this.paths(name))) return this.#afterExit(name);
       signal?.throwIfAborted();
       throw new ReboundError('unavailable', 'machine-shutdown-timeout', `VM "${name}" did not shut down within ${Math.round(opts.timeoutMs / 1000)} s of the ACPI power button.`, {
         hint: 'The guest may ignore ACPI (no acpid) or be busy; wait longer, or power it off (data not yet written by the guest is lost).',
@@ -270,11 +270,12 @@ export class QemuProvider implements MachineProvider {
       if (pid === undefined) return;
       // `quit` closes the images cleanly, so persistent bitmaps survive; SIGKILL is the fallback.
       await this.#withQmp(name, (q) => q.execute('quit', undefined, { signal, timeoutMs: 5000 }), 3000).catch(() => undefined);
-      if (!(await waitGone(pid, 10_000, signal))) {
+      const paths = this.paths(name);
+      if (!(await waitGone(pid, 10_000, signal, paths)) && (await isQemuFor(pid, paths))) {
         process.kill(pid, 'SIGKILL');
-        await waitGone(pid, 10_000);
+        await waitGone(pid, 10_000, undefined, paths);
       }
-      if (!(await processGone(pid))) throw new ReboundError('internal', 'machine-kill-failed', `QEMU (pid ${pid}) of VM "${name}" survived SIGKILL.`);
+      if (!(await processGone(pid)) && (await isQemuFor(pid, this.paths(name)))) throw new ReboundError('internal', 'machine-kill-failed', `QEMU (pid ${pid}) of VM "${name}" survived SIGKILL.`);
       await this.#afterExit(name);
     });
   }
