@@ -11,7 +11,9 @@
 import { mkdir, mkdtemp, readFile, rm, utimes } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fig as figOf, startServe } from './lib/common.ts';
+import { fig as figOf } from './lib/common.ts';
+import { startServerProcess } from '../test/support/server.ts';
+import type { ServerProcess } from '../test/support/server.ts';
 import type { Fig } from './lib/common.ts';
 import { ensureGuestKit, guestCmdline, makeDataDisk } from '../src/guest/kit.ts';
 import { QemuProvider } from '../src/providers/qemu/qemu-provider.ts';
@@ -24,7 +26,6 @@ const CHUNK = 256 * 1024;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const fig = (v: number[]): Fig => figOf(v, 3);
-const startServer = startServe;
 
 interface Item { id: string; state: string; direction: string; activeSite: string; details: { replication?: { bytesTotal?: number; method?: string }; placements?: Record<string, { disks: { path: string }[] }> } }
 interface Job { id: string; state: string; error?: unknown; log: { message: string }[] }
@@ -32,7 +33,7 @@ interface Job { id: string; state: string; error?: unknown; log: { message: stri
 const dir = await mkdtemp(join(tmpdir(), 'rb-fbq-'));
 const roots = { dc1: join(dir, 'a'), dc2: join(dir, 'b') };
 const providers = { dc1: new QemuProvider({ root: roots.dc1 }), dc2: new QemuProvider({ root: roots.dc2 }) };
-let server: Awaited<ReturnType<typeof startServer>> | undefined;
+let server: ServerProcess | undefined;
 const t = performance.now();
 const out: Record<string, unknown> = { loadAverageAtStart: loadavg().map((x) => Math.round(x * 10) / 10), diskMiB: DISK_MIB, changedMiB: Math.round(DISK_MIB / 100) };
 try {
@@ -51,7 +52,7 @@ try {
     }
   };
   await booted('dc1');
-  server = await startServer(join(dir, 'vault'));
+  server = await startServerProcess({ dataDir: join(dir, 'vault'), timeoutMs: 120_000 });
   const s = server;
   const api = async <T>(method: string, path: string, body?: unknown): Promise<T> => {
     const r = await fetch(`${s.url}/api/v1${path}`, { method, headers: { authorization: `Bearer ${s.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
@@ -159,8 +160,7 @@ try {
   ].join('\n');
   process.stdout.write(`${JSON.stringify(out)}\n`);
 } finally {
-  server?.stop();
-  await sleep(500);
+  await server?.stop().catch(() => undefined);
   for (const p of Object.values(providers)) for (const vm of await p.discover().catch(() => [])) await p.powerOff(vm.name).catch(() => undefined);
   await rm(dir, { recursive: true, force: true });
 }

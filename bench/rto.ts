@@ -7,7 +7,9 @@
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fig as figOf, startServe } from './lib/common.ts';
+import { fig as figOf } from './lib/common.ts';
+import { startServerProcess } from '../test/support/server.ts';
+import type { ServerProcess } from '../test/support/server.ts';
 import type { Fig } from './lib/common.ts';
 import { ensureGuestKit, guestCmdline, makeDataDisk } from '../src/guest/kit.ts';
 import { QemuProvider } from '../src/providers/qemu/qemu-provider.ts';
@@ -18,20 +20,19 @@ const SIZES_GIB = quick ? [1, 4] : [1, 16];
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 const fig = (v: number[]): Fig => figOf(v, 3);
-const startServer = startServe;
 
 async function once(gib: number): Promise<{ toQemu: number; toWriting: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'rb-rto-'));
   const prim = new QemuProvider({ root: join(dir, 'a') });
   const rec = new QemuProvider({ root: join(dir, 'b') });
-  let server: Awaited<ReturnType<typeof startServer>> | undefined;
+  let server: ServerProcess | undefined;
   try {
     for (const d of ['a', 'b', 'vault']) await mkdir(join(dir, d), { recursive: true });
     const kit = await ensureGuestKit();
     await makeDataDisk(join(dir, 'a', 'data.qcow2'), { sizeMiB: gib * 1024 });
     await prim.define({ name: 'vm', cpus: 1, memoryMiB: 192, nics: [], disks: [{ path: join(dir, 'a', 'data.qcow2'), format: 'qcow2' }], boot: { kind: 'kernel', kernel: kit.kernel, initrd: kit.initrd, append: guestCmdline({ workload: 'records', rate: 50, disk: '/dev/vda' }) } });
     await prim.start('vm');
-    server = await startServer(join(dir, 'vault'));
+    server = await startServerProcess({ dataDir: join(dir, 'vault'), timeoutMs: 120_000 });
     const s = server;
     const api = async (method: string, path: string, body?: unknown): Promise<unknown> => {
       const r = await fetch(`${s.url}/api/v1${path}`, { method, headers: { authorization: `Bearer ${s.token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, ...(body === undefined ? {} : { body: JSON.stringify(body) }) });
@@ -64,7 +65,7 @@ async function once(gib: number): Promise<{ toQemu: number; toWriting: number }>
     }
     return { toQemu, toWriting: (performance.now() - t0) / 1000 };
   } finally {
-    server?.stop();
+    await server?.stop().catch(() => undefined);
     for (const p of [prim, rec]) for (const vm of await p.discover().catch(() => [])) await p.powerOff(vm.name).catch(() => undefined);
     await rm(dir, { recursive: true, force: true });
   }

@@ -1,12 +1,10 @@
 // Helpers shared by the bench scripts (a folder, so the harness does not run it as a benchmark):
 // figures as "median (min–max, n)", the mode from argv, the commit and load average each section
 // reports, CPU time of a process from /proc, and page-cache eviction of one file.
-import { execFile, spawn } from 'node:child_process';
-import { openSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 
 export const run = promisify(execFile);
@@ -54,18 +52,3 @@ export async function evict(path: string): Promise<void> {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/**
- * A real `rebound serve` on a data dir (any free port) for a bench: its URL and admin token.
- * REBOUND_BENCH_SERVER_LOG=FILE keeps its log (info level) there; otherwise warnings only, dropped.
- */
-export async function startServe(data: string): Promise<{ url: string; token: string; stop(): void }> {
-  const keep = process.env['REBOUND_BENCH_SERVER_LOG'];
-  const proc = spawn(resolve(REPO, 'bin/rebound'), ['--json', 'serve', '--data', data, '--port', '0'], { cwd: data, env: { ...process.env, REBOUND_LOG_LEVEL: keep ? 'info' : 'warn' }, stdio: ['ignore', 'pipe', keep ? openSync(keep, 'a') : 'ignore'] });
-  const line = await new Promise<string>((ok, fail) => {
-    createInterface({ input: proc.stdout! }).once('line', ok);
-    proc.once('exit', (c) => fail(new Error(`rebound serve exited ${c}`)));
-  });
-  proc.stdout?.resume();
-  const j = JSON.parse(line) as { url: string; adminToken?: string };
-  return { url: j.url, token: j.adminToken ?? (await readFile(resolve(data, 'admin.token'), 'utf8')).trim(), stop: () => proc.kill('SIGTERM') };
-}

@@ -28,13 +28,12 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { verifyDisk } from '../guest/verify.ts';
 import type { Prng } from './prng.ts';
 import { prefill, scanStamps, STAMP_SIZE } from './soak-content.ts';
-import type { ContentSpec } from './soak-content.ts';
 import { soakApi, startSoakServer } from './soak-server.ts';
 import type { SoakServer } from './soak-server.ts';
 import type { Phase, RunContext, Scenario, SoakEvent } from './soak-scenarios.ts';
 import { checkReplica } from './soak-verify.ts';
 import type { WriterLedger } from './soak-writer.ts';
-import { points, SOAK_SHAPE, startWriter, waitJob } from './soak.ts';
+import { points, soakContent, SOAK_SHAPE, stageClock, startWriter, waitJob } from './soak.ts';
 import type { JobView, RunResult, SoakOptions } from './soak.ts';
 
 const run = promisify(execFile);
@@ -149,19 +148,8 @@ export async function runFailoverOne(a: { index: number; seed: number; rng: Prng
   let logTail = '';
   let writerTicks = 0;
   const bytes: RunResult['bytes'] = { agentCatchUp: 0, masterTargetCatchUp: 0, fullCopy: SOAK_SHAPE.prefillRecords * 4096 + SOAK_SHAPE.stampsBytes, restarted: false };
-  let mark = Date.now();
-  const stages: Record<string, number> = {};
-  const stage = (name: string): void => {
-    stages[name] = Math.round((Date.now() - mark) / 100) / 10;
-    mark = Date.now();
-  };
-  const spec: ContentSpec = {
-    recordsPath: join(src, 'd0.img'),
-    stampsPath: join(src, 'd1.img'),
-    recordsBytes: SOAK_SHAPE.recordsBytes,
-    stampsBytes: SOAK_SHAPE.stampsBytes,
-    writer: BigInt(a.seed) + 1n,
-  };
+  const { stages, stage } = stageClock();
+  const spec = soakContent(src, a.seed);
   // What the writer acknowledged so far, across its sessions at either site.
   const acked = { seq: 0, gen: 0, gens: new Float64Array(SOAK_SHAPE.stampsBytes / STAMP_SIZE) };
   const env: Record<string, string> = { REBOUND_DATA_IDLE_TIMEOUT_MS: '15000' };
@@ -274,8 +262,7 @@ export async function runFailoverOne(a: { index: number; seed: number; rng: Prng
       currentJob = job;
     }
     currentJob = null;
-    stages[name] = Math.round((Date.now() - started) / 100) / 10;
-    mark = Date.now();
+    stage(name, started);
     const it = await item();
     if (it.state !== want.state || (want.direction && it.direction !== want.direction)) {
       failures.push(`${name}: the job succeeded but the item is '${it.state}' (${it.direction}), not '${want.state}'${want.direction ? ` (${want.direction})` : ''}`);

@@ -57,6 +57,25 @@ export const SOAK_SHAPE = {
   recoveryFsBytes: 160 * MIB,
 };
 
+/** The two image files of a run's machine under `src` and the writer's identity for `seed`. */
+export function soakContent(src: string, seed: number): ContentSpec {
+  return { recordsPath: join(src, 'd0.img'), stampsPath: join(src, 'd1.img'), recordsBytes: SOAK_SHAPE.recordsBytes, stampsBytes: SOAK_SHAPE.stampsBytes, writer: BigInt(seed) + 1n };
+}
+
+/** Seconds spent per stage of a run: `stage(name)` closes the stage that ran since the last call
+ * (or since `from`, a Date.now() value). */
+export function stageClock(): { stages: Record<string, number>; stage(name: string, from?: number): void } {
+  let mark = Date.now();
+  const stages: Record<string, number> = {};
+  return {
+    stages,
+    stage(name, from = mark) {
+      stages[name] = Math.round((Date.now() - from) / 100) / 10;
+      mark = Date.now();
+    },
+  };
+}
+
 export interface SoakOptions {
   runs: number;
   seed: number;
@@ -247,19 +266,8 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
   let dataLost = false;
   let logTail = '';
   const timeouts = { protect: 240_000, catchUp: 240_000, ...a.opts.timeouts };
-  let mark = Date.now();
-  const stages: Record<string, number> = {};
-  const stage = (name: string): void => {
-    stages[name] = Math.round((Date.now() - mark) / 100) / 10;
-    mark = Date.now();
-  };
-  const spec: ContentSpec = {
-    recordsPath: join(src, 'd0.img'),
-    stampsPath: join(src, 'd1.img'),
-    recordsBytes: SOAK_SHAPE.recordsBytes,
-    stampsBytes: SOAK_SHAPE.stampsBytes,
-    writer: BigInt(a.seed) + 1n,
-  };
+  const { stages, stage } = stageClock();
+  const spec = soakContent(src, a.seed);
   try {
     if (setup.recoveryFs) {
       if (process.getuid?.() !== 0) throw new Error(`scenario ${scenario.name} mounts a tmpfs as the recovery site and needs root`);

@@ -310,23 +310,27 @@ export class Agent {
         let method: 'full' | 'digests' | 'cbt' = 'full';
         for (const d of point.disks) {
           let ranges;
+          // Change tracking since the failover, when it can say what changed (a baseline).
+          const tracked = byTracking && d.changes.kind === 'extents' ? d.changes.extents : null;
           // Differences by digests: a resync that asks for them (reverse replication over old
-          // disks), and a seeded item whose change tracking was lost (QEMU killed): only the
-          // blocks that differ from the replica are sent, never a silent full copy.
-          const byDigests = fullCopy && !byTracking && (a.resyncMode === 'digests' || a.resyncMode === 'cbt' || (a.resync === null && last?.seeded === true && status?.state === 'lost'));
+          // disks, or tracking that cannot stand in), and a seeded item whose change tracking was
+          // lost (QEMU killed): only the blocks that differ from the replica are sent, never a
+          // silent full copy.
+          const byDigests = fullCopy && tracked === null && (a.resyncMode === 'digests' || a.resyncMode === 'cbt' || (a.resync === null && last?.seeded === true && status?.state === 'lost'));
           const digests = byDigests ? await this.#differences(a, d, signal, a.resync !== null ? undefined : last?.pointId) : null;
-          if (byTracking && d.changes.kind === 'extents') {
-            ranges = d.changes.extents;
+          if (tracked) {
+            ranges = tracked;
             if (method === 'full') method = 'cbt';
             this.#o.logger.info({ item: a.itemId, disk: d.disk.id, changed: ranges.reduce((n, e) => n + e.length, 0), size: d.disk.sizeBytes }, 'agent: resync by change tracking since the failover');
-          } else if (byTracking) ranges = await this.#differences(a, d, signal) ?? (d.allocated ? await d.allocated(signal) : [{ offset: 0, length: d.disk.sizeBytes }]);
-          else if (digests) ranges = digests;
+          } else if (digests) {
+            ranges = digests;
+            method = 'digests';
+          }
           // A full resync over a replica that already holds data must also overwrite what is a
           // hole at the source now, or old data would stay there: the whole disk is sent.
           else if (fullCopy && a.resync !== null && last?.seeded === true) ranges = [{ offset: 0, length: d.disk.sizeBytes }];
           else if (fullCopy || d.changes.kind === 'all') ranges = d.allocated ? await d.allocated(signal) : [{ offset: 0, length: d.disk.sizeBytes }];
           else ranges = d.changes.extents;
-          if (digests || (byTracking && d.changes.kind !== 'extents')) method = 'digests';
           plans.push(planDisk(d.disk.id, d.disk.sizeBytes, ranges, DEFAULT_REPLICA_BLOCK));
         }
         open = {

@@ -285,16 +285,17 @@ export async function startRoleProcess(o: RoleProcessOptions): Promise<RunningRo
     // process): poll for its sites' requests, one scrub at a time, and answer each.
     const scrubber = mt;
     const working: string[] = [];
+    const sites = siteIds.size > 0 ? [...siteIds.keys()] : null;
     let polling = false;
     const pollScrubs = async (): Promise<void> => {
       if (polling) {
         // A scrub runs: tell the vault it is still under way, so it is not offered again.
-        await vault.call('POST', '/replication/scrubs/poll', { sites: siteIds.size > 0 ? [...siteIds.keys()] : null, working, take: false }).catch(() => undefined);
+        await vault.call('POST', '/replication/scrubs/poll', { sites, working, take: false }).catch(() => undefined);
         return;
       }
       polling = true;
       try {
-        const reqs = await vault.call<{ id: string; siteId: string; itemId: string }[]>('POST', '/replication/scrubs/poll', { sites: siteIds.size > 0 ? [...siteIds.keys()] : null, working: [] });
+        const reqs = await vault.call<{ id: string; siteId: string; itemId: string }[]>('POST', '/replication/scrubs/poll', { sites, working: [] });
         for (const r of reqs) {
           working.push(r.id);
           log.info({ item: r.itemId, site: r.siteId }, 'scrub asked by the vault');

@@ -8,6 +8,7 @@ import { Type } from '@sinclair/typebox';
 import type { Static } from '@sinclair/typebox';
 import { conflict, invalid, notFound } from '../../domain/errors.ts';
 import { validateName } from '../../domain/names.ts';
+import { isInside } from '../../domain/paths.ts';
 import { PROVIDERS } from '../../domain/model.ts';
 import type { Kysely } from 'kysely';
 import type { Database, Row } from '../../store/schema.ts';
@@ -108,8 +109,7 @@ export function siteRoutes(app: FastifyInstance, deps: ApiDeps): void {
     }
     const root = (body.config as Record<string, unknown> | undefined)?.['root'];
     if (root !== undefined) {
-      const rel = typeof root === 'string' && path.isAbsolute(root) ? path.relative(site.root, path.resolve(root)) : null;
-      if (rel === null || rel === '' || rel.startsWith('..') || path.isAbsolute(rel)) {
+      if (typeof root !== 'string' || !path.isAbsolute(root) || !isInside(site.root, root)) {
         throw invalid('host-root-outside-site', `config.root of host ${name} must be an absolute directory inside site ${site.name}'s root ${site.root} (got ${JSON.stringify(root)}): every path Rebound writes stays under its site's root.`);
       }
     }

@@ -5,6 +5,7 @@
 // symlink leading out of it) or be a block device named under /dev, since the agent reads and
 // ships whatever the file names.
 import { mkdir, open, readFile, readdir, realpath, stat } from 'node:fs/promises';
+import { isInside } from '../../domain/paths.ts';
 import { isAbsolute, join, resolve } from 'node:path';
 import { invalid, notFound, ReboundError } from '../../domain/errors.ts';
 import { writeFileAtomic } from '../../replica/durable.ts';
@@ -82,7 +83,7 @@ export function validateDefinition(root: string, def: PhysicalDefinition): Physi
     if (d.format !== 'raw') bad(`disk ${i} format must be raw`);
     const path = isAbsolute(d.path) ? resolve(d.path) : resolve(root, d.path);
     if (d.path.split('/').includes('..')) bad(`disk ${i} path ${d.path} contains '..'; give the path without it`);
-    if (!path.startsWith('/dev/') && !isUnder(resolve(root), path)) bad(`disk ${i} path ${d.path} is outside the site root ${root}; put the image under the root or name a /dev block device`);
+    if (!path.startsWith('/dev/') && !isInside(resolve(root), path)) bad(`disk ${i} path ${d.path} is outside the site root ${root}; put the image under the root or name a /dev block device`);
     return { path, format: 'raw' as const };
   });
   const nics = (def.nics ?? []).map((n, i) => {
@@ -106,9 +107,6 @@ export function validateDefinition(root: string, def: PhysicalDefinition): Physi
   return { name: def.name, cpus, memoryMiB, disks, nics, boot, ...(hooks ? { hooks } : {}) };
 }
 
-function isUnder(root: string, path: string): boolean {
-  return path.startsWith(root.endsWith('/') ? root : `${root}/`);
-}
 
 /** Resolves symlinks: each disk must exist and be a regular file under the root's real path, or
  * a block device named under /dev. A symlink under the root that leads elsewhere is refused. */
@@ -131,7 +129,7 @@ export async function checkDiskPaths(root: string, def: PhysicalDefinition): Pro
       if (!d.path.startsWith('/dev/')) throw badDefinition(root, def.name, `disk ${i} (${d.path}) is a block device not named under /dev; name it by its /dev path`);
       continue;
     }
-    if (!isUnder(rootReal, real)) throw badDefinition(root, def.name, `disk ${i} (${d.path}) resolves to ${real}, outside the site root ${root}; put the image under the root`);
+    if (!isInside(rootReal, real)) throw badDefinition(root, def.name, `disk ${i} (${d.path}) resolves to ${real}, outside the site root ${root}; put the image under the root`);
     if (!st.isFile()) throw badDefinition(root, def.name, `disk ${i} (${d.path}) is neither a regular file nor a block device`);
   }
 }

@@ -194,9 +194,8 @@ export function failoverJobs(store: Store, actions: ItemActions, plane: Recovery
       await ctx.log(`${rec.name} runs at ${to.name}${rec.host ? ` on host ${rec.host}` : ''}.`);
       if (tracked) {
         const exact = await lostNothing(ctx);
-        const rcNow = await loadRecovery(store, itemId);
-        const old = placementAt(rcNow, plan.from);
-        const oldDisks = exact && old ? await Promise.all(old.disks.map(async (d) => ({ path: d.path, sizeBytes: d.sizeBytes, mtimeMs: (await stat(d.path).catch(() => null))?.mtimeMs ?? -1 }))) : [];
+        const old = placementAt(rc, plan.from);
+        const oldDisks = exact && old ? await Promise.all(old.disks.map(async (d) => ({ path: d.path, mtimeMs: (await stat(d.path).catch(() => null))?.mtimeMs ?? -1 }))) : [];
         const record: TrackedSinceFailover | null = exact && oldDisks.length > 0 && oldDisks.every((d) => d.mtimeMs >= 0) ? { siteId: plan.to, name: rec.name, pointId: rec.pointId, startedAt: tracked.at, oldDisks } : null;
         await updateDetails(store, itemId, (d) => ({ ...d, trackedSinceFailover: record }));
         if (record) await ctx.log(`change tracking on ${rec.name} started before its first instruction; ${site(rc, plan.from).name}'s disks hold exactly point ${rec.pointId}, so reverse replication will send only what ${rec.name} writes from now on (no digest pass).`);

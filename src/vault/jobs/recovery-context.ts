@@ -3,8 +3,9 @@
 // machine of a drill, the exports a failed-over machine runs on). Also the recovery-point choice
 // and the small file helpers the jobs share.
 import { mkdir, realpath, stat, writeFile } from 'node:fs/promises';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { conflict, invalid, notFound } from '../../domain/errors.ts';
+import { isInside } from '../../domain/paths.ts';
 import type { MachineDefinition } from '../../providers/provider.ts';
 import type { AssignedDisk } from '../../replication/link.ts';
 import type { Store } from '../../store/open.ts';
@@ -45,7 +46,7 @@ export interface TrackedSinceFailover {
   pointId: string;
   startedAt: number;
   /** The old disks at the other site when the recovered machine started. */
-  oldDisks: { path: string; sizeBytes: number; mtimeMs: number }[];
+  oldDisks: { path: string; mtimeMs: number }[];
 }
 
 export interface ItemDetails extends Record<string, unknown> {
@@ -166,16 +167,14 @@ export async function resolveHost(store: Store, siteId: string, name: string): P
   }
   const cfg = parseJson<{ root?: unknown }>(h.config, {});
   const root = typeof cfg.root === 'string' ? resolve(s.root, cfg.root) : join(s.root, 'hosts', h.name);
-  const rel = relative(s.root, root);
-  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) {
+  if (!isInside(s.root, root)) {
     throw invalid('host-root-outside-site', `host ${name}'s root ${root} is not inside site ${s.name}'s root ${s.root}: every path Rebound writes stays under its site's root. Set the host's config.root to a directory inside ${s.root}.`);
   }
   // No symlink escape either: the deepest part of the path that exists must resolve inside too.
   let probe = root;
   while (!(await exists(probe)) && probe !== s.root) probe = dirname(probe);
   const [realProbe, realSite] = await Promise.all([realpath(probe).catch(() => probe), realpath(s.root).catch(() => s.root)]);
-  const realRel = relative(realSite, realProbe);
-  if (realRel.startsWith('..') || isAbsolute(realRel)) {
+  if (realProbe !== realSite && !isInside(realSite, realProbe)) {
     throw invalid('host-root-outside-site', `host ${name}'s root ${root} leads outside site ${s.name}'s root through a symbolic link (${probe} is ${realProbe}): remove the link or choose another config.root.`);
   }
   return { name: h.name, root };
