@@ -375,6 +375,22 @@ export class ReplicaDisk {
     });
   }
 
+  /** Removes the newest point when it is `pointId` and nothing uses it (no view of it, no point
+   * being received on top): a point the vault refused (`stale`) is never offered. Returns
+   * whether it was removed; older points are untouched. */
+  discardNewest(pointId: string): Promise<boolean> {
+    return this.#serial(async () => {
+      const last = this.#m.layers.at(-1);
+      if (!last || last.pointId !== pointId || this.#m.staging || this.#m.merging) return false;
+      if (this.#m.views.some((v) => v.pointId === pointId)) return false;
+      this.#m.layers.pop();
+      await saveManifest(this.dir, this.#m);
+      await rm(join(this.dir, last.file), { force: true });
+      await rm(join(this.dir, last.sums), { force: true });
+      return true;
+    });
+  }
+
   /** Re-reads every block each layer holds and checks it against its stored checksum. Points
    * whose view would read a damaged block are marked bad (persisted). */
   scrub(): Promise<ScrubReport> {

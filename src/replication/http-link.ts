@@ -3,7 +3,7 @@
 // ReboundErrors marked retryable when the vault is unreachable, so a role rides out a vault
 // restart.
 import { ReboundError } from '../domain/errors.ts';
-import type { AgentLink, Assignment, GroupPointRecord, MasterTargetLink, PointRecord, ProcessServerLink, ProgressReport } from './link.ts';
+import type { AgentLink, Assignment, GroupPointRecord, MasterTargetLink, PointRecord, PointVerdict, ProcessServerLink, ProgressReport } from './link.ts';
 
 export class VaultClient {
   readonly url: string;
@@ -56,7 +56,7 @@ export class VaultClient {
         }
         return r;
       },
-      recordPoint: async (p: PointRecord) => { await this.call('POST', '/replication/points', p); },
+      recordPoint: async (p: PointRecord) => (await this.call<{ verdict: PointVerdict }>('POST', '/replication/points', p)).verdict,
       prunePoints: async (itemId, pointIds) => { await this.call('POST', '/replication/points/prune', { itemId, pointIds }); },
       markBad: async (itemId, pointIds, reason) => { await this.call('POST', '/replication/points/bad', { itemId, pointIds, reason }); },
       requestResync: async (itemId, reason) => { await this.call('POST', '/replication/resync', { itemId, reason }); },

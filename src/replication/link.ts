@@ -96,12 +96,20 @@ export interface PointRecord {
   takenAt: number;
   kind: 'crash' | 'app';
   disks: { id: string; sizeBytes: number; bytes: number }[];
+  /** The site whose replica holds the point. */
+  siteId: string;
 }
+
+/** What the vault made of a point: `recorded` (or already known); `stale` when the machine now
+ * runs at the replica's site (a cycle that was in flight when a failover finished: its replica
+ * is of the machine's past, and the point must not be offered); `gone` when the item no longer
+ * exists. The master target discards a point that is not recorded. */
+export type PointVerdict = 'recorded' | 'stale' | 'gone';
 
 export interface MasterTargetLink {
   siteRoot(siteId: string): Promise<string>;
   /** Idempotent: recording a point twice records it once. */
-  recordPoint(p: PointRecord): Promise<void>;
+  recordPoint(p: PointRecord): Promise<PointVerdict>;
   prunePoints(itemId: string, pointIds: string[]): Promise<void>;
   markBad(itemId: string, pointIds: string[], reason: string): Promise<void>;
   requestResync(itemId: string, reason: string): Promise<void>;

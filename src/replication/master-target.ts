@@ -43,7 +43,7 @@ export class MasterTarget {
   readonly #full = new Set<string>();
   /** Serializes work per item (commit bookkeeping, retention, views). */
   readonly #itemLocks = new Map<string, Promise<unknown>>();
-  stats = { transfers: 0, points: 0, bytes: 0 };
+  stats = { transfers: 0, points: 0, bytes: 0, discarded: 0 };
 
   constructor(o: MasterTargetOptions) { this.#o = o; }
 
@@ -229,16 +229,40 @@ export class MasterTarget {
     const common = await this.commonPoints(h.targetSiteId, h.itemId, h.diskCount);
     if (!common.some((p) => p.id === h.pointId)) return; // other disks of this point still to come
     const disks = await this.#itemDisks(h.targetSiteId, h.itemId);
-    await this.#o.link.recordPoint({
+    const verdict = await this.#o.link.recordPoint({
       itemId: h.itemId,
       pointId: h.pointId,
       pointSeq: h.pointSeq,
       takenAt: h.takenAt,
       kind: h.pointKind,
       disks: disks.map((d) => ({ id: d.diskId, sizeBytes: d.disk.size, bytes: 0 })),
+      siteId: h.targetSiteId,
     });
+    if (verdict !== 'recorded') {
+      await this.#discard(h, disks, verdict);
+      return;
+    }
     this.stats.points++;
     await this.#retain(h.targetSiteId, h.itemId, h.retentionSeconds, h.takenAt);
+  }
+
+  /** A point the vault refused: removed from every disk, and the item's replica here with it
+   * when that point was all it held (a replica a late cycle made after a commit removed the
+   * item's replica). Nothing else is touched: older points stay as they were. */
+  async #discard(h: TransferHeader, disks: { diskId: string; disk: ReplicaDisk }[], verdict: 'stale' | 'gone'): Promise<void> {
+    let removed = 0;
+    for (const { disk } of disks) if (await disk.discardNewest(h.pointId)) removed++;
+    const empty = disks.every(({ disk }) => disk.points().length === 0 && disk.views().length === 0);
+    if (empty) {
+      const dir = await this.itemDir(h.targetSiteId, h.itemId);
+      for (const key of [...this.#disks.keys()]) if (key.startsWith(`${dir}/`)) this.#disks.delete(key);
+      await rm(dir, { recursive: true, force: true });
+    }
+    this.stats.discarded++;
+    this.#o.logger.warn({ item: h.itemId, point: h.pointId, site: h.targetSiteId, verdict, removedFrom: removed, replicaRemoved: empty }, 'master target: the vault refused a point; discarded');
+    if (verdict === 'stale') {
+      await this.#o.link.event?.(h.itemId, 'point-discarded', `Point ${h.pointId} reached the replica at site ${h.targetSiteId} after the machine had failed over to that site (the cycle that took it was still in flight); it was discarded${empty ? ', with the replica it alone made' : ''} and is not a recovery point.`, { pointId: h.pointId, siteId: h.targetSiteId }).catch(() => undefined);
+    }
   }
 
   /** Keeps every point taken within `retentionSeconds` before the newest, plus the newest one

@@ -7,7 +7,7 @@ import { REPLICATING_STATES } from '../domain/lifecycle.ts';
 import type { Store } from '../store/open.ts';
 import { now, parseJson } from '../store/open.ts';
 import { transaction } from '../store/tx.ts';
-import type { AgentLink, Assignment, AssignedDisk, GroupPointRecord, MasterTargetLink, PointRecord, ProgressReport } from '../replication/link.ts';
+import type { AgentLink, Assignment, AssignedDisk, GroupPointRecord, MasterTargetLink, PointRecord, PointVerdict, ProgressReport } from '../replication/link.ts';
 import { recordEvent } from './events.ts';
 import { ScrubBroker } from './scrub-broker.ts';
 import { notFound } from '../domain/errors.ts';
@@ -204,12 +204,16 @@ export class ReplicationCatalogue {
     return s.root;
   }
 
-  async recordPoint(p: PointRecord): Promise<void> {
-    await transaction(this.store, async (tx) => {
-      const item = await tx.selectFrom('protected_items').select(['id', 'last_point_at']).where('id', '=', p.itemId).executeTakeFirst();
-      if (!item) return; // replication was disabled meanwhile
+  async recordPoint(p: PointRecord): Promise<PointVerdict> {
+    return transaction(this.store, async (tx): Promise<PointVerdict> => {
+      const item = await tx.selectFrom('protected_items').select(['id', 'last_point_at', 'active_site_id']).where('id', '=', p.itemId).executeTakeFirst();
+      if (!item) return 'gone'; // replication was disabled meanwhile
       const have = await tx.selectFrom('recovery_points').select('id').where('id', '=', p.pointId).executeTakeFirst();
-      if (have) return;
+      if (have) return 'recorded';
+      // A point whose replica is where the machine runs now was taken by a cycle still in flight
+      // when a failover to that site finished (soak seed 7543: recorded after the failover's
+      // commit had removed the points). It is of the machine's past, not a recovery point.
+      if (item.active_site_id === p.siteId) return 'stale';
       // A member of a replication group's point (recorded by the agent before it sent the point).
       const member = await tx.selectFrom('group_point_members').select('group_point_id').where('point_id', '=', p.pointId).where('item_id', '=', p.itemId).executeTakeFirst();
       await tx
@@ -225,6 +229,7 @@ export class ReplicationCatalogue {
       if (newest && (item.last_point_at === null || Number(item.last_point_at) !== p.takenAt)) {
         await tx.updateTable('protected_items').set({ last_point_at: p.takenAt, updated_at: now() }).where('id', '=', p.itemId).execute();
       }
+      return 'recorded';
     });
   }
 

@@ -24,7 +24,7 @@ const refused = (code: string) => (e: unknown): boolean => {
   return true;
 };
 
-interface World { items: Map<string, string>; pairing: string; other: string }
+interface World { items: Map<string, string>; pairing: string; other: string; dc2: string }
 
 async function world(store: Store): Promise<World> {
   const t = now();
@@ -51,7 +51,7 @@ async function world(store: Store): Promise<World> {
     }).execute();
     items.set(name, id);
   }
-  return { items, pairing, other };
+  return { items, pairing, other, dc2 };
 }
 
 const disks = [{ id: 'disk0', sizeBytes: 1 << 20, bytes: 4096 }];
@@ -69,7 +69,7 @@ for (const dialect of dialects) {
         let seq = 0;
         const point = async (item: string, takenAt: number, kind: 'crash' | 'app' = 'crash'): Promise<string> => {
           const id = newId();
-          await cat.recordPoint({ itemId: item, pointId: id, pointSeq: ++seq, takenAt, kind, disks });
+          await cat.recordPoint({ itemId: item, pointId: id, pointSeq: ++seq, takenAt, kind, disks, siteId: w.dc2 });
           return id;
         };
         const group = async (n: number, takenAt: number, kind: 'crash' | 'app', members: [string, string][]): Promise<string> => {
@@ -81,8 +81,8 @@ for (const dialect of dialects) {
         // G1 (app): group point recorded first, then both member points (the agent's order).
         const [db1, web1] = [newId(), newId()];
         const g1 = await group(1, t0, 'app', [[db, db1], [web, web1]]);
-        await cat.recordPoint({ itemId: db, pointId: db1, pointSeq: ++seq, takenAt: t0, kind: 'app', disks });
-        await cat.recordPoint({ itemId: web, pointId: web1, pointSeq: ++seq, takenAt: t0 + 3, kind: 'app', disks });
+        await cat.recordPoint({ itemId: db, pointId: db1, pointSeq: ++seq, takenAt: t0, kind: 'app', disks, siteId: w.dc2 });
+        await cat.recordPoint({ itemId: web, pointId: web1, pointSeq: ++seq, takenAt: t0 + 3, kind: 'app', disks, siteId: w.dc2 });
         // G2 (crash): the member points reach the vault before the group point (a retried call).
         const db2 = await point(db, t0 + 30_000);
         const web2 = await point(web, t0 + 30_002);
@@ -92,7 +92,7 @@ for (const dialect of dialects) {
         // G3: only db's member point arrived (web's is still on its way): not common yet.
         const db3 = newId();
         await group(3, t0 + 60_000, 'crash', [[db, db3], [web, newId()]]);
-        await cat.recordPoint({ itemId: db, pointId: db3, pointSeq: ++seq, takenAt: t0 + 60_000, kind: 'crash', disks });
+        await cat.recordPoint({ itemId: db, pointId: db3, pointSeq: ++seq, takenAt: t0 + 60_000, kind: 'crash', disks, siteId: w.dc2 });
         // Points of their own, newer than every group point (a member outside the group's cycle).
         const webOwn = await point(web, t0 + 90_000);
         const soloLatest = await point(solo, t0 + 95_000);

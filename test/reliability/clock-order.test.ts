@@ -42,8 +42,10 @@ test('after a backward clock jump: protect ends on the first point, and last poi
   const job = (await api<{ job: { id: string } }>(server, 'POST', '/items/db1/protect', {})).job.id;
   const itemId = (await api<{ id: string }>(server, 'GET', '/items/db1')).id;
   const mt = new VaultClient(server.url, server.token).masterTargetLink();
-  const record = (pointId: string, pointSeq: number, takenAt: number): Promise<void> =>
-    mt.recordPoint({ itemId, pointId, pointSeq, takenAt, kind: 'crash', disks: [{ id: 'disk0', sizeBytes: 1 << 20, bytes: 0 }] });
+  const dr = (await api<{ items: { id: string; name: string }[] }>(server, 'GET', '/sites')).items.find((x) => x.name === 'dr')!.id;
+  const record = async (pointId: string, pointSeq: number, takenAt: number): Promise<void> => {
+    assert.equal(await mt.recordPoint({ itemId, pointId, pointSeq, takenAt, kind: 'crash', disks: [{ id: 'disk0', sizeBytes: 1 << 20, bytes: 0 }], siteId: dr }), 'recorded');
+  };
 
   // The clock went back 2 hours after the job was created: the first point is older than the job
   // by its time. Before the fix the job waited for a point taken after its creation (2 h here).

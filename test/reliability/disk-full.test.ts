@@ -60,7 +60,7 @@ test('while the recovery site is still full, the master target refuses transfers
   const events: { kind: string; message: string }[] = [];
   const link: MasterTargetLink = {
     siteRoot: async () => site,
-    recordPoint: async (p) => { recorded.push(p); },
+    recordPoint: async (p) => { recorded.push(p); return 'recorded'; },
     prunePoints: async () => undefined,
     markBad: async () => undefined,
     requestResync: async () => undefined,

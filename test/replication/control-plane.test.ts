@@ -51,10 +51,15 @@ test('an agent reads its site\'s assignments; the master target records, condemn
   assert.equal(await mt.siteRoot(a.targetSiteId), join(dir, 'b'));
   const ids = [newId(), newId(), newId()];
   for (const [i, id] of ids.entries()) {
-    const p = { itemId: a.itemId, pointId: id, pointSeq: i + 1, takenAt: Date.now() + i, kind: 'crash' as const, disks: [{ id: 'disk0', sizeBytes: 1 << 20, bytes: 0 }] };
-    await mt.recordPoint(p);
-    await mt.recordPoint(p); // a retry after a crash records once
+    const p = { itemId: a.itemId, pointId: id, pointSeq: i + 1, takenAt: Date.now() + i, kind: 'crash' as const, disks: [{ id: 'disk0', sizeBytes: 1 << 20, bytes: 0 }], siteId: a.targetSiteId };
+    assert.equal(await mt.recordPoint(p), 'recorded');
+    assert.equal(await mt.recordPoint(p), 'recorded'); // a retry after a crash records once
   }
+  assert.deepEqual((await points(server, 'db1')).map((p) => p.id), [...ids].reverse());
+  // A point whose replica is at the site where the machine runs (a cycle in flight at a failover
+  // that finished) is refused as stale and not listed; an unknown item's point is gone.
+  assert.equal(await mt.recordPoint({ itemId: a.itemId, pointId: newId(), pointSeq: 9, takenAt: Date.now(), kind: 'crash', disks: [{ id: 'disk0', sizeBytes: 1 << 20, bytes: 0 }], siteId: a.sourceSiteId }), 'stale');
+  assert.equal(await mt.recordPoint({ itemId: newId(), pointId: newId(), pointSeq: 1, takenAt: Date.now(), kind: 'crash', disks: [], siteId: a.targetSiteId }), 'gone');
   assert.deepEqual((await points(server, 'db1')).map((p) => p.id), [...ids].reverse());
   await mt.markBad(a.itemId, [ids[2]!], 'test');
   await mt.prunePoints(a.itemId, [ids[0]!]);

@@ -20,7 +20,9 @@ const Progress = Type.Object({
 const PointBody = Type.Object({
   itemId: Id, pointId: Id, pointSeq: Type.Integer({ minimum: 0 }), takenAt: Type.Number({ minimum: 0 }), kind: Type.Union([Type.Literal('crash'), Type.Literal('app')]),
   disks: Type.Array(Type.Object({ id: Id, sizeBytes: Type.Number({ minimum: 0 }), bytes: Type.Number({ minimum: 0 }) }), { maxItems: 64 }),
+  siteId: Id,
 }, { additionalProperties: false });
+const PointVerdictView = Type.Object({ ok: Type.Boolean(), verdict: Type.Union([Type.Literal('recorded'), Type.Literal('stale'), Type.Literal('gone')]) });
 const GroupPointBody = Type.Object({
   groupPointId: Id, group: Type.String({ minLength: 1, maxLength: 100 }), seq: Type.Integer({ minimum: 1 }), takenAt: Type.Number({ minimum: 0 }),
   kind: Type.Union([Type.Literal('crash'), Type.Literal('app')]), pauseMs: Type.Number({ minimum: 0 }),
@@ -128,10 +130,9 @@ export function replicationRoutes(app: FastifyInstance, deps: ApiDeps): void {
     requireComponent(req);
     return { root: await cat.siteRoot((req.params as Static<typeof SiteParam>).id) };
   });
-  app.post('/replication/points', { schema: { ...tag, body: PointBody, response: { 200: Ok, ...errors(400, 401, 403) } } }, async (req) => {
+  app.post('/replication/points', { schema: { ...tag, body: PointBody, response: { 200: PointVerdictView, ...errors(400, 401, 403) } } }, async (req) => {
     requireComponent(req);
-    await cat.recordPoint(req.body as Static<typeof PointBody>);
-    return { ok: true };
+    return { ok: true, verdict: await cat.recordPoint(req.body as Static<typeof PointBody>) };
   });
   app.post('/replication/group-points', { schema: { ...tag, body: GroupPointBody, response: { 200: Ok, ...errors(400, 401, 403, 409) } } }, async (req) => {
     requireComponent(req);
