@@ -265,6 +265,9 @@ export class Agent {
     }
     let point: Point | null = null;
     let floorSeq = last?.pointSeq ?? 0;
+    /** An open point that did not survive: the next point's id follows it, and its ranges are
+     * sent again with the next point's. */
+    let abandoned: OpenState | null = null;
     if (open) {
       floorSeq = Math.max(floorSeq, open.pointSeq);
       point = (await p.adoptPoint?.(a.machine, signal)) ?? null;
@@ -275,6 +278,10 @@ export class Agent {
       if (!point) {
         // The point did not survive (the VM restarted, …): its changes were folded back into
         // tracking, so a new point carries them. The process server drops the abandoned transfers.
+        // Some of its transfers may have reached the replica already (complete at the process
+        // server, which forwards them), laying blocks as they were when read; the new point
+        // sends those ranges again, so a block that changed back since is not left that way.
+        abandoned = open;
         await rm(join(this.#dir(a.itemId), 'open.json'), { force: true });
         open = null;
       }
@@ -331,10 +338,15 @@ export class Agent {
           else if (fullCopy && a.resync !== null && last?.seeded === true) ranges = [{ offset: 0, length: d.disk.sizeBytes }];
           else if (fullCopy || d.changes.kind === 'all') ranges = d.allocated ? await d.allocated(signal) : [{ offset: 0, length: d.disk.sizeBytes }];
           else ranges = d.changes.extents;
+          const again = abandoned?.plans.find((pl) => pl.diskId === d.disk.id)?.extents ?? [];
+          if (again.length > 0) ranges = [...ranges, ...again];
           plans.push(planDisk(d.disk.id, d.disk.sizeBytes, ranges, DEFAULT_REPLICA_BLOCK));
         }
         open = {
-          pointId: given?.pointId ?? pointIdAfter(last?.pointId),
+          // Point ids only grow, past an abandoned point's too: its id came from a clock that
+          // may have been ahead (a wall-clock step back since), and the master target orders a
+          // disk's points by id (a point older than its newest is never laid on top).
+          pointId: given?.pointId ?? pointIdAfter(maxId(last?.pointId, abandoned?.pointId)),
           kind: point.consistency === 'app' ? 'app' : 'crash',
           pointSeq: floorSeq + 1,
           providerPointId: point.id,
@@ -632,6 +644,12 @@ export class Agent {
  * wall clock goes back (an NTP step, a host clock set back, a restart after either): then the
  * new id takes the millisecond after `prev`'s.
  */
+function maxId(a: string | undefined, b: string | undefined): string | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return a > b ? a : b;
+}
+
 export function pointIdAfter(prev: string | undefined): string {
   const id = newId();
   if (prev === undefined || id > prev) return id;

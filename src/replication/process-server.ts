@@ -34,7 +34,15 @@ export interface ProcessServerOptions {
   masterTargetFor?(header: TransferHeader): Promise<string> | string;
 }
 
-const TOMBSTONE_MS = 3600_000;
+/** A tombstone of an item's newest point is kept this long after the item's last transfer (an
+ * agent may be down for hours and then resend its open point); older points' go at once. */
+const TOMBSTONE_MS = 7 * 24 * 3600_000;
+
+/** What a forwarded transfer leaves for a sender that comes back (older ones have frames and at only). */
+interface Tombstone { frames: number; at: number; itemId?: string; targetSiteId?: string; pointSeq?: number }
+
+/** Tombstones are kept per item and direction (its target site): point sequences are the agent's. */
+const stoneKey = (t: { itemId: string; targetSiteId?: string | undefined }): string => `${t.itemId}>${t.targetSiteId ?? ''}`;
 /** Forwarding order within an item: points in sequence, disks in order within a point. */
 const before = (a: TransferHeader, b: TransferHeader): boolean => a.pointSeq < b.pointSeq || (a.pointSeq === b.pointSeq && a.diskIndex < b.diskIndex);
 
@@ -46,6 +54,8 @@ export class ProcessServer {
   /** The cache's transfers, in memory: read from disk once at start, then kept up to date, so
    * picking the next transfer to forward reads no files. */
   readonly #cached = new Map<string, { header: TransferHeader; complete: boolean }>();
+  /** Per item and direction, the point sequence of its newest tombstones and their names. */
+  readonly #stones = new Map<string, { pointSeq: number; names: string[] }>();
   /** Per item: the forwarding loop, woken when a transfer completes. */
   readonly #forwarders = new Map<string, { wake: () => void; running: Promise<void> }>();
   #closed = false;
@@ -254,7 +264,9 @@ export class ProcessServer {
 
   /** Forwarded (or found already applied): a tombstone for late senders, and the cache freed. */
   async #done(entry: SpoolEntry): Promise<void> {
-    await writeFile(join(this.#o.dir, 'done', entry.header.transferId), JSON.stringify({ frames: entry.header.frames, at: Date.now() }));
+    const h = entry.header;
+    await writeFile(join(this.#o.dir, 'done', h.transferId), JSON.stringify({ frames: h.frames, at: Date.now(), itemId: h.itemId, targetSiteId: h.targetSiteId, pointSeq: h.pointSeq } satisfies Tombstone));
+    await this.#keepTombstone(stoneKey(h), h.pointSeq, h.transferId);
     this.#cached.delete(entry.header.transferId);
     await entry.remove();
   }
@@ -275,11 +287,44 @@ export class ProcessServer {
     }
   }
 
+  /** Records a tombstone as its item's newest; the item's tombstones of earlier points go. */
+  async #keepTombstone(key: string, pointSeq: number, name: string): Promise<void> {
+    const have = this.#stones.get(key);
+    if (have && have.pointSeq > pointSeq) {
+      await rm(join(this.#o.dir, 'done', name), { force: true });
+      return;
+    }
+    if (have && have.pointSeq === pointSeq) {
+      if (!have.names.includes(name)) have.names.push(name);
+      return;
+    }
+    this.#stones.set(key, { pointSeq, names: [name] });
+    for (const n of have?.names ?? []) await rm(join(this.#o.dir, 'done', n), { force: true });
+  }
+
+  /** An agent resends only its open point's transfers, and takes an item's next point only after
+   * releasing (or abandoning) the last, so a tombstone is needed until a later point of its item
+   * has one: those go at once, whatever the clocks say. Before, tombstones went by age against
+   * the wall clock, and a forward step of an hour (soak, clock-forward) dropped them all. Only
+   * an item's newest tombstones are kept, for TOMBSTONE_MS, and unreadable ones are dropped. */
   async #pruneTombstones(): Promise<void> {
     const dir = join(this.#o.dir, 'done');
-    for (const n of await readdir(dir)) {
-      const s = await stat(join(dir, n)).catch(() => null);
-      if (s && Date.now() - s.mtimeMs > TOMBSTONE_MS) await rm(join(dir, n), { force: true });
+    const stones: { name: string; t: Tombstone | null; mtimeMs: number }[] = [];
+    for (const name of await readdir(dir)) {
+      const s = await stat(join(dir, name)).catch(() => null);
+      if (!s) continue;
+      const t = await readFile(join(dir, name), 'utf8').then((x) => JSON.parse(x) as Tombstone).catch(() => null);
+      stones.push({ name, t, mtimeMs: s.mtimeMs });
+    }
+    const newest = new Map<string, number>();
+    for (const { t } of stones) if (t?.itemId !== undefined && t.pointSeq !== undefined) newest.set(stoneKey({ itemId: t.itemId, targetSiteId: t.targetSiteId }), Math.max(newest.get(stoneKey({ itemId: t.itemId, targetSiteId: t.targetSiteId })) ?? -1, t.pointSeq));
+    for (const { name, t, mtimeMs } of stones) {
+      const key = t?.itemId !== undefined ? stoneKey({ itemId: t.itemId, targetSiteId: t.targetSiteId }) : '';
+      const superseded = t?.itemId !== undefined && t.pointSeq !== undefined && t.pointSeq < newest.get(key)!;
+      const old = Date.now() - mtimeMs > TOMBSTONE_MS && Date.now() - (t?.at ?? 0) > TOMBSTONE_MS;
+      if (t === null || superseded || old) await rm(join(dir, name), { force: true });
+      else if (t.itemId !== undefined && t.pointSeq !== undefined) await this.#keepTombstone(key, t.pointSeq, name);
     }
   }
+
 }

@@ -9,7 +9,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -223,6 +223,76 @@ test('the process server keeps forwarding after an agent resends a transfer it a
     await send(2);
     await arrived('p2.0');
     assert.deepEqual(got, ['p1.0', 'p2.0']);
+  } finally {
+    await ps.close();
+    await mt.close();
+  }
+});
+
+test('process-server tombstones go once a later point of their item and direction has one, not by the wall clock (soak: clock-forward, seed 7577)', async () => {
+  // Before, tombstones older than an hour by the process's wall clock were removed at start, so a
+  // forward clock step of 85 minutes removed every one, and an agent resuming its open point
+  // resent transfers that were already forwarded. Real process server, sockets and streams.
+  const key = randomBytes(32);
+  const got: string[] = [];
+  const mt = await listenTransfers({
+    material: null,
+    accept: () => undefined,
+    handle: async (h, socket) => {
+      await receiveTransfer(socket, { vaultKey: key, ackedThrough: async () => -1, apply: async () => undefined, checkpoint: async () => undefined, complete: async () => { got.push(h.transferId); } });
+    },
+  });
+  const psDir = join(dir, 'ps-stones');
+  const done = join(psDir, 'done');
+  await mkdir(done, { recursive: true });
+  const stone = async (name: string, body: unknown): Promise<void> => {
+    await writeFile(join(done, name), typeof body === 'string' ? body : JSON.stringify(body));
+    const twoHoursAgo = new Date(Date.now() - 2 * 3600_000);
+    await utimes(join(done, name), twoHoursAgo, twoHoursAgo);
+  };
+  const t = Date.now() - 2 * 3600_000;
+  await stone('p3.0', { frames: 1, at: t, itemId: 'item1', targetSiteId: 'site', pointSeq: 3 });
+  await stone('p4.0', { frames: 1, at: t, itemId: 'item1', targetSiteId: 'site', pointSeq: 4 });
+  await stone('p4.1', { frames: 1, at: t, itemId: 'item1', targetSiteId: 'site', pointSeq: 4 });
+  await stone('q1.0', { frames: 1, at: t, itemId: 'item1', targetSiteId: 'other', pointSeq: 1 });
+  await stone('junk', 'not json');
+  const ps = new ProcessServer({ dir: psDir, transportKey: key, material: null, logger: pino({ level: 'silent' }), masterTargetFor: () => mt.address });
+  const realNow = Date.now;
+  Date.now = () => realNow() + 85 * 60_000; // the host's clock stepped forward 85 minutes
+  try {
+    await ps.start();
+  } finally {
+    Date.now = realNow;
+  }
+  const header = (seq: number, disk = 0): TransferHeader => ({
+    transferId: `p${seq}.${disk}`, itemId: 'item1', machine: 'm', diskId: `disk${disk}`, diskIndex: disk, diskCount: 2, diskSize: 65536, pointId: `p${seq}`, pointSeq: seq,
+    takenAt: Date.now(), pointKind: 'crash', frames: 1, bytes: 4096, targetSiteId: 'site', masterTarget: mt.address, retentionSeconds: 60, compression: 'none', encryption: 'none', bandwidthBps: 0, initial: false,
+  });
+  const send = async (seq: number, disk = 0): Promise<{ sent: number }> => {
+    const h = header(seq, disk);
+    const socket = await openTransfer(ps.address, h, null);
+    return sendTransfer(socket, { vaultKey: key, transferId: h.transferId, plan: [{ itemId: 'item1', diskId: h.diskId, pointId: h.pointId, offset: 0, length: 4096 }], read: async () => randomBytes(4096) });
+  };
+  try {
+    assert.deepEqual((await readdir(done)).sort(), ['p4.0', 'p4.1', 'q1.0'], 'an earlier point\'s tombstone and an unreadable one went; the newest point\'s stayed, whatever the clock');
+    // The agent resumes its open point 4: both transfers are answered from their tombstones.
+    assert.deepEqual(await send(4, 0), { sent: 0, skipped: 1 });
+    assert.deepEqual(await send(4, 1), { sent: 0, skipped: 1 });
+    // Point 5 is forwarded; point 4's tombstones go with it, the other direction's stays.
+    await send(5, 0);
+    const deadline = Date.now() + 10_000;
+    while (!got.includes('p5.0')) {
+      if (Date.now() > deadline) throw new Error(`p5.0 was never forwarded (forwarded: ${got.join(', ')})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(got, ['p5.0'], 'nothing already forwarded was forwarded again');
+    let left: string[] = [];
+    for (let i = 0; i < 100; i++) {
+      left = (await readdir(done)).sort();
+      if (left.join() === 'p5.0,q1.0') break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.deepEqual(left, ['p5.0', 'q1.0']);
   } finally {
     await ps.close();
     await mt.close();
