@@ -63,29 +63,53 @@ export interface ReceiveOptions {
 
 const streamError = (code: string, message: string): ReboundError => new ReboundError('unavailable', code, message, { retryable: true });
 
-/** Splits a byte stream into length-prefixed messages. */
+/** Splits a byte stream into length-prefixed messages. Incoming chunks are queued and joined
+ * once per message, when all of it is here: joining each chunk onto the partial message (as
+ * before) copied a 1 MiB frame arriving in 16 KiB pieces about 32 times, and a CPU profile of
+ * the first copy put that copying first. */
 async function* messages(socket: Duplex): AsyncGenerator<Buffer> {
-  let buf: Buffer = Buffer.alloc(0);
+  const chunks: Buffer[] = [];
+  let have = 0;
+  /** The first `n` bytes (n <= have) as one buffer, which becomes the queue's head. */
+  const head = (n: number): Buffer => {
+    let first = chunks[0]!;
+    if (first.length >= n) return first;
+    let k = 0;
+    let total = 0;
+    while (total < n) total += chunks[k++]!.length;
+    first = Buffer.concat(chunks.splice(0, k), total);
+    chunks.unshift(first);
+    return first;
+  };
+  const take = (n: number): Buffer => {
+    const h = head(n);
+    const out = h.subarray(0, n);
+    if (h.length === n) chunks.shift();
+    else chunks[0] = h.subarray(n);
+    have -= n;
+    return out;
+  };
   for await (const chunk of socket as AsyncIterable<Buffer>) {
-    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
+    if (chunk.length === 0) continue;
+    chunks.push(chunk);
+    have += chunk.length;
     for (;;) {
       // Frame or control message is told by bytes 4..8: wait until they are all here.
-      if (buf.length < 8) break;
-      if (buf.readUInt32BE(4) !== FRAME_MAGIC) {
-        const n = buf.readUInt32BE(0);
+      if (have < 8) break;
+      const h = head(8);
+      if (h.readUInt32BE(4) !== FRAME_MAGIC) {
+        const n = h.readUInt32BE(0);
         if (n > MAX_CONTROL) throw new ReboundError('invalid', 'frame-malformed', `A control message claims ${n} bytes; the stream lost its framing.`);
-        if (buf.length < 4 + n) break;
-        yield buf.subarray(0, 4 + n);
-        buf = buf.subarray(4 + n);
+        if (have < 4 + n) break;
+        yield take(4 + n);
         continue;
       }
-      const need = frameLength(buf);
-      if (need === null || buf.length < need) break;
-      yield buf.subarray(0, need);
-      buf = buf.subarray(need);
+      const need = frameLength(h);
+      if (need === null || have < need) break;
+      yield take(need);
     }
   }
-  if (buf.length > 0) throw new ReboundError('invalid', 'frame-truncated', `The connection closed inside a message (${buf.length} bytes left over).`, { retryable: true });
+  if (have > 0) throw new ReboundError('invalid', 'frame-truncated', `The connection closed inside a message (${have} bytes left over).`, { retryable: true });
 }
 
 function control(magic: number, body: Buffer): Buffer {

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
+import { Duplex } from 'node:stream';
 import type { Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -223,5 +224,56 @@ test('a frame damaged in transit stops the transfer before it is applied', async
   } finally {
     proxy.close();
     r.server.close();
+  }
+});
+
+test('messages split into pieces of any size, down to single bytes, are put back together exactly', async () => {
+  // The receiver queues incoming chunks and joins them once per message; pieces from 1 byte to
+  // 70 KiB (a frame's length prefix and magic split too) must give the same frames.
+  const path = join(dir, 'pieces.sock');
+  const applied = new Map<number, DataFrame>();
+  let completed = -1;
+  const errors: unknown[] = [];
+  let pieces = 0;
+  const server = createServer((s: Socket) => {
+    const d = new Duplex({
+      read() { /* pushed below */ },
+      // Acknowledgements go straight to the socket (the sender reads them as they come).
+      write(chunk: Buffer, _enc, cb) { s.write(chunk); cb(); },
+      final(cb) { s.end(cb); },
+    });
+    let k = 0;
+    s.on('data', (c: Buffer) => {
+      for (let at = 0; at < c.length;) {
+        const small = [1, 2, 3, 5, 7, 9, 100, 1000];
+        const n = Math.min(c.length - at, k % 40 === 39 ? 70_000 : small[k % small.length]!);
+        k++;
+        d.push(Buffer.from(c.subarray(at, at + n)));
+        pieces++;
+        at += n;
+      }
+    });
+    s.on('end', () => d.push(null));
+    s.on('error', () => undefined);
+    receiveTransfer(d, {
+      vaultKey,
+      ackedThrough: async () => -1,
+      apply: async (frame) => { applied.set(frame.header.seq, frame); },
+      checkpoint: async () => undefined,
+      complete: async (_id, frames) => { completed = frames; },
+    }).catch((err: unknown) => { errors.push(err); s.destroy(); });
+  });
+  await new Promise<void>((resolve) => server.listen(path, resolve));
+  try {
+    const { plan, disk } = makePlan(60);
+    const res = await sendTransfer(await dial(path), { vaultKey, transferId: 't-pieces', plan, window: 4, read: async (e) => disk.subarray(e.offset, e.offset + e.length) });
+    assert.deepEqual(res, { sent: 60, skipped: 0 });
+    assert.deepEqual(errors, []);
+    assert.equal(completed, 60);
+    assert.equal(applied.size, 60);
+    for (const [seq, f] of applied) assert.deepEqual(f.data, disk.subarray(seq * 8192, (seq + 1) * 8192));
+    assert.ok(pieces > 400, `the stream arrived in ${pieces} pieces`);
+  } finally {
+    server.close();
   }
 });
