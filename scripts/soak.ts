@@ -1,9 +1,10 @@
-// `npm run soak -- --runs N --seed S [--scenario NAME[,NAME…]] [--out FILE] [--keep-failed]`:
+// `npm run soak -- --runs N --seed S [--scenario NAME[,NAME…]] [--parallel P] [--out FILE] [--keep-failed]`:
 // N randomized fault-injection runs of real replication (src/faults/soak.ts), one line per run
 // as it finishes, then a summary table (scenario, runs, failures, data lost), also written as
 // JSON with every run's details to FILE (default soak-results.json). Run k of seed S is
 // reproduced alone by `--runs 1 --seed S+k` (its line prints that seed). Exit status 1 when any
-// run failed. Heavy: run it with `nice -n 10`. `--list` prints the scenarios.
+// run failed. Heavy: run it with `nice -n 10`. `--list` prints the scenarios. `--parallel P` runs P
+// at once (each its own server and directories; the same runs, the timing aside).
 import { writeFileSync } from 'node:fs';
 import { formatRunLine, formatSummary, runSoak, summarize } from '../src/faults/soak.ts';
 import type { RunResult } from '../src/faults/soak.ts';
@@ -11,12 +12,12 @@ import { SCENARIOS, scenarioByName } from '../src/faults/soak-scenarios.ts';
 
 function usage(message?: string): never {
   if (message) process.stderr.write(`soak: ${message}\n`);
-  process.stderr.write('usage: npm run soak -- --runs N --seed S [--scenario NAME[,NAME...]] [--out FILE] [--keep-failed] [--list]\n');
+  process.stderr.write('usage: npm run soak -- --runs N --seed S [--scenario NAME[,NAME...]] [--parallel P] [--out FILE] [--keep-failed] [--list]\n');
   process.exit(2);
 }
 
 const args = process.argv.slice(2);
-const opts: { runs?: number; seed?: number; scenarios?: string[]; out: string; keepFailed: boolean } = { out: 'soak-results.json', keepFailed: false };
+const opts: { runs?: number; seed?: number; scenarios?: string[]; out: string; keepFailed: boolean; parallel: number } = { out: 'soak-results.json', keepFailed: false, parallel: 1 };
 for (let i = 0; i < args.length; i++) {
   const a = args[i]!;
   const value = (): string => {
@@ -33,6 +34,7 @@ for (let i = 0; i < args.length; i++) {
   else if (a === '--seed') opts.seed = int(value(), '--seed', 0);
   else if (a === '--scenario') opts.scenarios = value().split(',').filter(Boolean);
   else if (a === '--out') opts.out = value();
+  else if (a === '--parallel') opts.parallel = int(value(), '--parallel', 1);
   else if (a === '--keep-failed') opts.keepFailed = true;
   else if (a === '--list') {
     for (const s of SCENARIOS) process.stdout.write(`${s.name.padEnd(22)} [${s.phases.join('|')}] ${s.description}\n`);
@@ -49,7 +51,7 @@ try {
 
 const results: RunResult[] = [];
 const save = (seconds: number, startedAt: string): void => {
-  writeFileSync(opts.out, `${JSON.stringify({ seed: opts.seed, runs: results.length, requestedRuns: opts.runs, scenarios: opts.scenarios ?? 'all', startedAt, seconds, command: `npm run soak -- --runs ${opts.runs} --seed ${opts.seed}${opts.scenarios ? ` --scenario ${opts.scenarios.join(',')}` : ''}`, summary: summarize(results), results }, null, 2)}\n`);
+  writeFileSync(opts.out, `${JSON.stringify({ seed: opts.seed, runs: results.length, requestedRuns: opts.runs, scenarios: opts.scenarios ?? 'all', startedAt, seconds, parallel: opts.parallel, command: `npm run soak -- --runs ${opts.runs} --seed ${opts.seed}${opts.scenarios ? ` --scenario ${opts.scenarios.join(',')}` : ''}${opts.parallel > 1 ? ` --parallel ${opts.parallel}` : ''}`, summary: summarize(results), results }, null, 2)}\n`);
 };
 // SIGINT/SIGTERM: finish the run under way (its server, writer and mounts cleaned up), write
 // the table, exit; a second signal exits at once.
@@ -68,6 +70,7 @@ const report = await runSoak({
   seed: opts.seed,
   ...(opts.scenarios ? { scenarios: opts.scenarios } : {}),
   keepFailed: opts.keepFailed,
+  parallel: opts.parallel,
   signal: stop.signal,
   onRun: (r) => {
     results.push(r);

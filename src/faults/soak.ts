@@ -89,8 +89,12 @@ export interface SoakOptions {
   onRun?(r: RunResult): void;
   /** Limits per wait (ms). */
   timeouts?: { protect?: number; catchUp?: number };
-  /** Stops the soak after the run under way. */
+  /** Stops the soak after the runs under way. */
   signal?: AbortSignal;
+  /** Runs going at once (default 1). Each run has its own server, directories and proxies, and
+   * every choice in it comes from its own seed, so runs are the same whatever the parallelism
+   * (the timing aside: a busier machine stretches every run). */
+  parallel?: number;
 }
 
 export interface RunResult {
@@ -139,15 +143,22 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
   const pool = o.scenarios && o.scenarios.length > 0 ? o.scenarios.map(scenarioByName) : [...SCENARIOS];
   const t0 = Date.now();
   const results: RunResult[] = [];
-  for (let i = 0; i < o.runs && !o.signal?.aborted; i++) {
-    const seed = runSeed(o.seed, i);
-    const rng = new Prng(seed);
-    const scenario = rng.pick(pool);
-    const phase = rng.pick(scenario.phases);
-    const r = isFailoverPhase(phase) ? await runFailoverOne({ index: i, seed, rng, scenario, phase, opts: o }) : await runOne({ index: i, seed, rng, scenario, phase, opts: o });
-    results.push(r);
-    o.onRun?.(r);
-  }
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < o.runs && !o.signal?.aborted) {
+      const i = next++;
+      const seed = runSeed(o.seed, i);
+      const rng = new Prng(seed);
+      const scenario = rng.pick(pool);
+      const phase = rng.pick(scenario.phases);
+      const r = isFailoverPhase(phase) ? await runFailoverOne({ index: i, seed, rng, scenario, phase, opts: o }) : await runOne({ index: i, seed, rng, scenario, phase, opts: o });
+      results.push(r);
+      o.onRun?.(r);
+    }
+  };
+  const parallel = Math.max(1, Math.min(o.parallel ?? 1, o.runs));
+  await Promise.all(Array.from({ length: parallel }, () => worker()));
+  results.sort((a, b) => a.index - b.index);
   return { seed: o.seed, runs: results.length, startedAt: new Date(t0).toISOString(), seconds: Math.round((Date.now() - t0) / 1000), summary: summarize(results), results };
 }
 
