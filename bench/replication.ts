@@ -485,7 +485,7 @@ async function benchInitial(base: string): Promise<Record<string, unknown>> {
 interface DeltaFigure { changedBytes: number; agentPayload: number; psToMtWire: number; agentToPsWire: number; bound256: number }
 
 /** Random distinct aligned writes of `bs` bytes, fsynced. Returns changed bytes and the distinct
- * 256 KiB digest blocks they touch. */
+ * digest blocks (PHYSICAL_DIGEST_BLOCK) they touch. */
 async function randomWrites(path: string, sizeBytes: number, bs: number, n: number): Promise<{ changed: number; blocks256: number }> {
   const slots = new Set<number>();
   while (slots.size < n) slots.add(randomInt(sizeBytes / bs));
@@ -569,7 +569,7 @@ async function benchDelta(base: string): Promise<Record<string, unknown>> {
   return {
     ...out,
     idleCycleWireBytes: fig(idle),
-    note: 'wire = bytes through a counting relay on the process server → master target link (TLS, frame headers; data direction); changed = bytes the writes replaced; digestBlockBound = distinct 256 KiB digest blocks touched × 256 KiB / changed',
+    note: `wire = bytes through a counting relay on the process server → master target link (TLS, frame headers; data direction); changed = bytes the writes replaced; digestBlockBound = distinct digest blocks touched × the digest block (${PHYSICAL_DIGEST_BLOCK / 1024} KiB) / changed`,
     aim: 1.1,
   };
 }
@@ -856,7 +856,7 @@ async function benchResync(base: string): Promise<Record<string, unknown>> {
     imageMiB: S.resyncMiB,
     changedMiB: round(changed / MiB),
     writes: `${n64} × 64 KiB + ${n64} × 4 KiB at random places`,
-    digest: { seconds: fig(digest.map((x) => x.s)), movedMiB: fig(digest.map((x) => x.moved / MiB)), method: 'digestFile of both images (BLAKE3, 256 KiB blocks, holes skipped), diffDigests, copy the differing blocks in place, fsync' },
+    digest: { seconds: fig(digest.map((x) => x.s)), movedMiB: fig(digest.map((x) => x.moved / MiB)), method: `digestFile of both images (BLAKE3, ${PHYSICAL_DIGEST_BLOCK / 1024} KiB blocks, holes skipped), diffDigests, copy the differing blocks in place, fsync` },
     rsync: { seconds: fig(rsync.map((x) => x.s)), movedMiB: fig(rsync.map((x) => x.moved / MiB)), literalMiB: fig(rsync.map((x) => x.literal / MiB)), method: 'rsync --inplace --no-whole-file --ignore-times (local), then fsync' },
     timeRatio: fig(digest.map((x, i) => x.s / rsync[i]!.s)),
     movedRatio: fig(digest.map((x, i) => x.moved / rsync[i]!.moved)),
@@ -918,14 +918,14 @@ function markdown(out: Record<string, unknown>, svgPath: string | null): string 
   if (delta && (delta['64KiB']!.wireRatioNoCompression.median > 1.1 || delta['4KiB']!.wireRatioNoCompression.median > 1.1)) {
     const d64 = delta['64KiB']!;
     const d4 = delta['4KiB']!;
-    why.push(`- **Deltas** put ${f(d64.wireRatioNoCompression)} (64 KiB writes) and ${f(d4.wireRatioNoCompression)} (4 KiB writes) bytes on the wire per changed byte, not ≤ 1.1. The physical provider finds changes by comparing 256 KiB block digests, so a changed block is sent whole: the agent's payload per changed byte is ${f(d64.agentPayloadRatio)} and ${f(d4.agentPayloadRatio)}, and the bound from the distinct 256 KiB blocks the writes touched is ${f(d64.digestBlockBound)} and ${f(d4.digestBlockBound)} — the payload is the whole excess; TLS, frame headers and checksums add little. zstd recovers part of it because the unchanged rest of each block is sent too. A smaller digest block (\`PhysicalProviderOptions.blockSize\`, not a policy setting yet) or QEMU's dirty bitmaps (64 KiB granularity, 1.0 for aligned 64 KiB writes) would cut this; any 64 KiB-granular tracking still sends 16× for scattered 4 KiB writes.`);
+    why.push(`- **Deltas** put ${f(d64.wireRatioNoCompression)} (64 KiB writes) and ${f(d4.wireRatioNoCompression)} (4 KiB writes) bytes on the wire per changed byte, not ≤ 1.1. The physical provider finds changes by comparing ${PHYSICAL_DIGEST_BLOCK / 1024} KiB block digests, so a changed block is sent whole: the agent's payload per changed byte is ${f(d64.agentPayloadRatio)} and ${f(d4.agentPayloadRatio)}, and the bound from the distinct ${PHYSICAL_DIGEST_BLOCK / 1024} KiB blocks the writes touched is ${f(d64.digestBlockBound)} and ${f(d4.digestBlockBound)} — the payload is the whole excess; TLS, frame headers and checksums add little. zstd recovers part of it because the unchanged rest of each block is sent too. Any 64 KiB-granular tracking (these digests, the replica store's blocks, QEMU's dirty bitmaps) sends 16× for scattered 4 KiB writes; 4 KiB tracking would need the replica store to checksum 4 KiB blocks.`);
   }
   if (rpo) {
     const pc = rpo.pointCostSeconds;
     const fast = (k: string): Rpo | undefined => rpo[k];
     const a = fast('10MBps-1s');
     const b = fast('10MBps-1s-plain');
-    if (a && b) why.push(`- **RPO with a 1 s policy** is ${f(a.p95Seconds, ' s')} (p95) at 10 MB/s with encryption at rest and ${f(b.p95Seconds, ' s')} without. Each cycle digests the whole ${S.rpoDiskMiB} MiB disk and sends every touched 256 KiB block: random 64 KiB writes at 10 MB/s touch up to 40 MB/s of blocks (see 2), while the whole pipeline moved ${f((rpo as unknown as Record<string, { firstCopyMiBps: Fig }>)['10MBps-1s-plain']?.firstCopyMiBps, ' MiB/s')} during the first copy of the same disk here. A cycle's changes then take longer to move than the cycle, so cycles stretch until each covers much of the disk, and the RPO follows. On top, the master target writes each point as a new qcow2 overlay: the fixed cost of one point at the replica store is ${f(pc.plain, ' s')} plain and ${f(pc.luks, ' s')} with LUKS (creating an encrypted overlay runs QEMU's PBKDF benchmark), so with encryption at rest no cycle is shorter than that.`);
+    if (a && b) why.push(`- **RPO with a 1 s policy** is ${f(a.p95Seconds, ' s')} (p95) at 10 MB/s with encryption at rest and ${f(b.p95Seconds, ' s')} without. Each cycle digests the whole ${S.rpoDiskMiB} MiB disk and sends every touched ${PHYSICAL_DIGEST_BLOCK / 1024} KiB block: scattered writes touch more block bytes than they change (see 2), while the whole pipeline moved ${f((rpo as unknown as Record<string, { firstCopyMiBps: Fig }>)['10MBps-1s-plain']?.firstCopyMiBps, ' MiB/s')} during the first copy of the same disk here. A cycle's changes then take longer to move than the cycle, so cycles stretch until each covers much of the disk, and the RPO follows. On top, the master target writes each point as a new qcow2 overlay: the fixed cost of one point at the replica store is ${f(pc.plain, ' s')} plain and ${f(pc.luks, ' s')} with LUKS (creating an encrypted overlay runs QEMU's PBKDF benchmark), so with encryption at rest no cycle is shorter than that.`);
   }
   if (store && store.ratio.median > 1.1) {
     const extra = (store.storeMiB.median - store.baseMiB.median - store.windowChangedMiB.median) / store.files.median;

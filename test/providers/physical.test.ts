@@ -13,13 +13,13 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { ReboundError } from '../../src/domain/errors.ts';
 import { physicalMachine } from '../../src/providers/physical/definition.ts';
-import { PhysicalProvider } from '../../src/providers/physical/physical-provider.ts';
+import { PHYSICAL_DIGEST_BLOCK, PhysicalProvider } from '../../src/providers/physical/physical-provider.ts';
 import type { Extent, Point } from '../../src/providers/provider.ts';
 
 const run = promisify(execFile);
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const BLOCK = 256 * KiB;
+const BLOCK = PHYSICAL_DIGEST_BLOCK; // the provider's default digest block
 
 let dir: string;
 let root: string;
