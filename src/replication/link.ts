@@ -98,6 +98,9 @@ export interface PointRecord {
   disks: { id: string; sizeBytes: number; bytes: number }[];
   /** The site whose replica holds the point. */
   siteId: string;
+  /** The oldest point the replica still holds: any older point the vault lists was merged away
+   * (retention merges, then tells the vault; a kill in between left it listed). */
+  heldFrom?: string;
 }
 
 /** What the vault made of a point: `recorded` (or already known); `stale` when the machine now

@@ -229,6 +229,8 @@ export class MasterTarget {
     const common = await this.commonPoints(h.targetSiteId, h.itemId, h.diskCount);
     if (!common.some((p) => p.id === h.pointId)) return; // other disks of this point still to come
     const disks = await this.#itemDisks(h.targetSiteId, h.itemId);
+    // The oldest point any disk holds (bad ones too: the vault keeps them listed as bad).
+    const heldFrom = disks.map((d) => d.disk.points()[0]?.id).filter((id): id is string => id !== undefined).sort()[0];
     const verdict = await this.#o.link.recordPoint({
       itemId: h.itemId,
       pointId: h.pointId,
@@ -237,6 +239,7 @@ export class MasterTarget {
       kind: h.pointKind,
       disks: disks.map((d) => ({ id: d.diskId, sizeBytes: d.disk.size, bytes: 0 })),
       siteId: h.targetSiteId,
+      ...(heldFrom ? { heldFrom } : {}),
     });
     if (verdict !== 'recorded') {
       await this.#discard(h, disks, verdict);

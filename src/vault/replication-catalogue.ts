@@ -205,6 +205,18 @@ export class ReplicationCatalogue {
   }
 
   async recordPoint(p: PointRecord): Promise<PointVerdict> {
+    const verdict = await this.#recordPoint(p);
+    if (verdict === 'recorded' && p.heldFrom !== undefined && p.heldFrom <= p.pointId) {
+      // Points older than the replica's oldest were merged away by retention; a kill between the
+      // merge and its prune left them listed, and a point must never be offered that the replica
+      // no longer holds (soak seed 9506, kill9-delta).
+      const gone = await this.store.db.selectFrom('recovery_points').select('id').where('item_id', '=', p.itemId).where('id', '<', p.heldFrom).execute();
+      await this.prunePoints(p.itemId, gone.map((g) => g.id));
+    }
+    return verdict;
+  }
+
+  async #recordPoint(p: PointRecord): Promise<PointVerdict> {
     return transaction(this.store, async (tx): Promise<PointVerdict> => {
       const item = await tx.selectFrom('protected_items').select(['id', 'last_point_at', 'active_site_id']).where('id', '=', p.itemId).executeTakeFirst();
       if (!item) return 'gone'; // replication was disabled meanwhile

@@ -67,6 +67,11 @@ test('an agent reads its site\'s assignments; the master target records, condemn
   assert.deepEqual(now.map((p) => [p.id, p.status]), [[ids[2], 'bad'], [ids[1], 'ok']]);
   const item = await api<{ lastPointAt: number }>(server, 'GET', '/items/db1');
   assert.ok(item.lastPointAt >= Date.now() - 60_000);
+  // A point recorded with the oldest point the replica still holds: the vault drops what is
+  // older (merged away by retention, whose prune a kill had cut off), bad ones included.
+  const fourth = newId();
+  assert.equal(await mt.recordPoint({ itemId: a.itemId, pointId: fourth, pointSeq: 4, takenAt: Date.now() + 10, kind: 'crash', disks: [{ id: 'disk0', sizeBytes: 1 << 20, bytes: 0 }], siteId: a.targetSiteId, heldFrom: ids[2]! }), 'recorded');
+  assert.deepEqual((await points(server, 'db1')).map((p) => [p.id, p.status]), [[fourth, 'ok'], [ids[2], 'bad']]);
 
   await vault.processServerLink().requestResync(a.itemId, 'cache damaged');
   assert.match((await vault.agentLink('srv').assignments())[0]!.resync ?? '', /cache damaged/);

@@ -21,6 +21,7 @@ const PointBody = Type.Object({
   itemId: Id, pointId: Id, pointSeq: Type.Integer({ minimum: 0 }), takenAt: Type.Number({ minimum: 0 }), kind: Type.Union([Type.Literal('crash'), Type.Literal('app')]),
   disks: Type.Array(Type.Object({ id: Id, sizeBytes: Type.Number({ minimum: 0 }), bytes: Type.Number({ minimum: 0 }) }), { maxItems: 64 }),
   siteId: Id,
+  heldFrom: Type.Optional(Id),
 }, { additionalProperties: false });
 const PointVerdictView = Type.Object({ ok: Type.Boolean(), verdict: Type.Union([Type.Literal('recorded'), Type.Literal('stale'), Type.Literal('gone')]) });
 const GroupPointBody = Type.Object({
