@@ -90,17 +90,27 @@ export class MasterTarget {
     }
     const key = `${h.itemId}/${h.diskId}`;
     if (this.#busy.has(key)) throw conflict('transfer-busy', `Disk ${key} is already receiving a transfer; retry when it ends.`, { retryable: true });
-    // Point ids are time-ordered (UUIDv7): a point older than the newest one this disk holds, and
-    // not held itself, was merged away by retention — applying it again would lay old data over
-    // newer (a replayed or re-forwarded transfer). Refused; the sender treats it as done.
-    const disk = await this.#disk(h).catch(async (err: unknown) => {
-      await this.#spaceProblem(h, err);
+    // Reserved here, in the same tick as the check, and held until #receive ends: reserved only
+    // in #receive (as before), two connections for one disk (a sender's retry while its earlier
+    // connection was still open here) could both pass this check during the awaits below, and
+    // the second then resumed or discarded the point the first was writing.
+    this.#busy.add(key);
+    try {
+      // Point ids are time-ordered (UUIDv7): a point older than the newest one this disk holds,
+      // and not held itself, was merged away by retention — applying it again would lay old data
+      // over newer (a replayed or re-forwarded transfer). Refused; the sender treats it as done.
+      const disk = await this.#disk(h).catch(async (err: unknown) => {
+        await this.#spaceProblem(h, err);
+        throw err;
+      });
+      const pts = disk.points();
+      const newest = pts.at(-1)?.id;
+      if (newest !== undefined && h.pointId < newest && !pts.some((p) => p.id === h.pointId)) {
+        throw conflict('transfer-replayed', `Point ${h.pointId} of ${h.machine} is older than the newest point ${newest} and no longer retained: it was applied before and merged away.`, { retryable: false });
+      }
+    } catch (err) {
+      this.#busy.delete(key);
       throw err;
-    });
-    const pts = disk.points();
-    const newest = pts.at(-1)?.id;
-    if (newest !== undefined && h.pointId < newest && !pts.some((p) => p.id === h.pointId)) {
-      throw conflict('transfer-replayed', `Point ${h.pointId} of ${h.machine} is older than the newest point ${newest} and no longer retained: it was applied before and merged away.`, { retryable: false });
     }
   }
 
@@ -147,8 +157,7 @@ export class MasterTarget {
   }
 
   async #receive(h: TransferHeader, socket: Duplex): Promise<void> {
-    const key = `${h.itemId}/${h.diskId}`;
-    this.#busy.add(key);
+    const key = `${h.itemId}/${h.diskId}`; // reserved by #accept
     let writer: PointWriter | undefined;
     try {
       const disk = await this.#disk(h);
