@@ -531,7 +531,11 @@ async function runOne(a: { index: number; seed: number; rng: Prng; scenario: Sce
       await proxies.agent.close().catch(() => undefined);
       await proxies.masterTarget.close().catch(() => undefined);
     }
-    if (mounted) await run('umount', ['-l', recoveryRoot]).catch(() => undefined);
+    if (mounted) {
+      // A failed run kept for inspection keeps the recovery site's files too (the tmpfs goes).
+      if (failures.length > 0 && a.opts.keepFailed) await run('cp', ['-a', recoveryRoot, `${recoveryRoot}.kept`]).catch(() => undefined);
+      await run('umount', ['-l', recoveryRoot]).catch(() => undefined);
+    }
   }
   const ok = failures.length === 0;
   const keep = !ok && a.opts.keepFailed;
