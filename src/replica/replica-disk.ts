@@ -250,7 +250,7 @@ export class ReplicaDisk {
       await fsyncPath(join(this.dir, journal));
       await fsyncDir(this.dir);
       this.#m.staging = { pointId, file, journal, journalLength: 0, progress: opts.progress ?? null };
-      await saveManifest(this.dir, this.#m);
+      await this.#save();
       return this.#openWriter();
     });
   }
@@ -285,7 +285,7 @@ export class ReplicaDisk {
       await this.#createImage(file, layerFile, '../');
       await fsyncDir(join(this.dir, 'views'));
       this.#m.views.push({ id: viewId, pointId, file, createdAt: new Date().toISOString() });
-      await saveManifest(this.dir, this.#m);
+      await this.#save();
       return this.#viewOf(viewId, pointId, file);
     });
   }
@@ -297,7 +297,7 @@ export class ReplicaDisk {
       const v = this.#m.views.find((x) => x.id === viewId);
       if (!v) return;
       this.#m.views = this.#m.views.filter((x) => x.id !== viewId);
-      await saveManifest(this.dir, this.#m);
+      await this.#save();
       if (!opts.keepFile) await rm(resolve(this.dir, v.file), { force: true });
     });
   }
@@ -325,7 +325,7 @@ export class ReplicaDisk {
       await this.#createImage(path, null, '', { name: this.#m.encryption ? jsonName({ path: abs, secretId: SECRET_ID }) : abs, format: 'qcow2' }, true);
       await fsyncDir(dirname(path));
       this.#m.views.push({ id: viewId, pointId, file: path, createdAt: new Date().toISOString() });
-      await saveManifest(this.dir, this.#m);
+      await this.#save();
       return { id: viewId, pointId, path, drive: jsonName({ path, secretId: null }), secretId: this.#m.encryption ? SECRET_ID : null };
     });
   }
@@ -368,7 +368,7 @@ export class ReplicaDisk {
         const l = this.#m.layers[0]!;
         if (this.#m.base.pointId) dropped.push(this.#m.base.pointId);
         this.#m.merging = l.pointId;
-        await saveManifest(this.dir, this.#m);
+        await this.#save();
         await this.#finishMerge();
       }
       return { dropped, deferred: false };
@@ -384,7 +384,7 @@ export class ReplicaDisk {
       if (!last || last.pointId !== pointId || this.#m.staging || this.#m.merging) return false;
       if (this.#m.views.some((v) => v.pointId === pointId)) return false;
       this.#m.layers.pop();
-      await saveManifest(this.dir, this.#m);
+      await this.#save();
       await rm(join(this.dir, last.file), { force: true });
       await rm(join(this.dir, last.sums), { force: true });
       return true;
@@ -437,7 +437,7 @@ export class ReplicaDisk {
       });
       if (bad[0] && this.#m.base.pointId) this.#m.base.bad = true;
       this.#m.layers.forEach((l, i) => { if (bad[i + 1]) l.bad = true; });
-      await saveManifest(this.dir, this.#m);
+      await this.#save();
       report.badPoints = this.points().filter((p) => p.bad).map((p) => p.id);
       return report;
     });
@@ -452,7 +452,7 @@ export class ReplicaDisk {
       this.#keys.set(next.id, next);
       await rm(join(this.dir, TEMPLATE), { force: true }); // it holds the old key: made again
       this.#m.encryption.rotatingTo = next.id;
-      await saveManifest(this.dir, this.#m);
+      await this.#save();
       await this.#finishRotation();
     });
   }
@@ -479,6 +479,21 @@ export class ReplicaDisk {
 
   #spec(file: string, alone = false): { path: string; secretId: string | null; alone: boolean } {
     return { path: join(this.dir, file), secretId: this.#m.encryption ? SECRET_ID : null, alone };
+  }
+
+  /** Writes the manifest. The in-memory manifest is changed before it is written, so when the
+   * write fails (a full recovery site) it goes back to the last one written: nothing may act on a
+   * state that is not durable. Before, a checkpoint or commit whose manifest write failed left
+   * the point acknowledged (or named) in memory only, the master target answered the process
+   * server from that, and frames were never sent again that the disk did not hold (soak seed
+   * 10091, disk-full-recovery in the first copy: the records disk's first point lost). */
+  async #save(): Promise<void> {
+    try {
+      await saveManifest(this.dir, this.#m);
+    } catch (err) {
+      this.#m = await loadManifest(this.dir);
+      throw err;
+    }
   }
 
   #top(): string {
@@ -628,7 +643,7 @@ export class ReplicaDisk {
       progress = p;
       await this.#serial(async () => {
         this.#m.staging = { ...st, journalLength, progress };
-        await saveManifest(this.dir, this.#m);
+        await this.#save();
       });
     };
     return {
@@ -668,7 +683,7 @@ export class ReplicaDisk {
           const entry: LayerEntry = { pointId: st.pointId, file: st.file, sums: sumsFile, createdAt: opts.createdAt ?? new Date().toISOString(), bad: false };
           this.#m.layers.push(entry);
           this.#m.staging = null;
-          await saveManifest(this.dir, this.#m);
+          await this.#save();
           await rm(join(this.dir, st.journal), { force: true });
           return { id: entry.pointId, createdAt: entry.createdAt, bad: false };
         });
@@ -679,7 +694,7 @@ export class ReplicaDisk {
         await this.#serial(async () => {
           if (this.#m.staging?.pointId !== st.pointId) return;
           this.#m.staging = null;
-          await saveManifest(this.dir, this.#m);
+          await this.#save();
           await rm(join(this.dir, st.file), { force: true });
           await rm(join(this.dir, st.journal), { force: true });
         });
@@ -745,7 +760,7 @@ export class ReplicaDisk {
     this.#m.base = { file: this.#m.base.file, pointId: l.pointId, sums: baseSums, createdAt: l.createdAt, bad: l.bad };
     this.#m.layers.shift();
     this.#m.merging = null;
-    await saveManifest(this.dir, this.#m);
+    await this.#save();
     // 4. What no longer belongs (also swept on open if this is interrupted).
     await rm(join(this.dir, l.file), { force: true });
     await rm(join(this.dir, l.sums), { force: true });
@@ -780,7 +795,7 @@ export class ReplicaDisk {
     }
     // The checksum key is re-sealed last: until this save, the old key (still needed) opens it.
     this.#m.encryption = { keyId: newKey.id, rotatingTo: null, sealedSumsKey: sealKey(this.#sumsKey!, newKey) };
-    await saveManifest(this.dir, this.#m);
+    await this.#save();
   }
 
   async #unlocks(file: string, key: AtRestKey): Promise<boolean> {

@@ -7,7 +7,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdtemp, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { diffDigests, digestFile } from '../../src/datapath/digest.ts';
@@ -375,4 +375,49 @@ test('a rejected apply (unaligned extent, bad id, existing point) names nothing 
   await odd.applyPoint('g1', [{ offset: 4 * MiB, data: Buffer.alloc(4096, 7) }]);
   const v = await odd.openView('g1');
   await runQemu('qemu-io', ['-r', '-c', `read -P 7 ${4 * MiB} 4096`, v.drive]);
+});
+
+test('a manifest write that fails leaves the replica, in memory too, at the last state written (soak seed 10091)', async () => {
+  // A full recovery site failed a checkpoint's manifest write after its journal was written;
+  // the in-memory manifest had already moved on, and the master target answered the process
+  // server from it, so frames the disk did not hold were never sent again. Here the write fails
+  // because a directory stands where the manifest's temporary file goes.
+  const size = 8 * MiB;
+  const rdir = join(dir, 'rep-save');
+  const disk = await ReplicaDisk.create(rdir, { size });
+  const data = randomBytes(size);
+  const snap = join(dir, 'save.snap');
+  await writeFile(snap, data);
+  const write = async (w: Awaited<ReturnType<ReplicaDisk['beginPoint']>>, from: number, to: number): Promise<void> => {
+    for (let mb = from; mb < to; mb++) await w.write(mb * MiB, data.subarray(mb * MiB, (mb + 1) * MiB));
+  };
+  const blocker = join(rdir, '.manifest.json.tmp');
+  const w = await disk.beginPoint('s1', { progress: -1 });
+  await write(w, 0, 4);
+  await w.checkpoint(3);
+  await write(w, 4, 8);
+  await mkdir(blocker);
+  await assert.rejects(w.checkpoint(7));
+  assert.deepEqual(disk.staged(), { pointId: 's1', progress: 3 }, 'the replica says what its manifest on disk says');
+  await w.abandon();
+  await rm(blocker, { recursive: true });
+
+  // The commit's manifest write fails: no point is named, in memory either.
+  const w2 = await disk.resumePoint();
+  await write(w2, 4, 8);
+  await mkdir(blocker);
+  await assert.rejects(w2.commit({ progress: 8 }));
+  await w2.abandon();
+  assert.deepEqual(disk.points(), []);
+  assert.deepEqual(disk.staged(), { pointId: 's1', progress: 3 });
+  await rm(blocker, { recursive: true });
+
+  // Resumed from what was written, the point is whole.
+  const w3 = await disk.resumePoint();
+  await write(w3, 4, 8);
+  await w3.commit({ progress: 8 });
+  assert.deepEqual(disk.points().map((p) => p.id), ['s1']);
+  await assertAllPoints(disk, new Map([['s1', snap]]));
+  const again = await ReplicaDisk.open(rdir);
+  assert.deepEqual(again.points().map((p) => p.id), ['s1']);
 });
