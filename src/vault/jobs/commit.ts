@@ -49,6 +49,14 @@ export function commitJob(store: Store, plane: RecoveryPlane): JobDefinition<Job
           const objs = (secrets ?? []).flatMap((x) => ['--object', `secret,id=${x.id},file=${x.file},format=raw`]);
           const raws: AssignedDisk[] = [];
           for (const d of rec.disks) {
+            // Converted by an earlier run of this task that was cut off (kill -9) after it
+            // recorded the raw images but before the task was marked done: nothing to convert.
+            // Before, the retry ran `qemu-img convert -f qcow2` on the raw image and the commit
+            // failed (soak seed 12196, kill9-commit).
+            if (d.format === 'raw') {
+              raws.push(d);
+              continue;
+            }
             const raw = d.path.replace(/\.qcow2$/, '') + '.raw';
             if (!(await exists(raw)) || (await exists(d.path))) {
               await run('qemu-img', ['convert', ...objs, '-q', '-f', 'qcow2', '-O', 'raw', '-S', '64k', d.path, `${raw}.tmp`], { signal: ctx.signal });
