@@ -8,11 +8,12 @@ PATH="$REBOUND_HOME/node_modules/.bin:$PATH"
 export PATH REBOUND_HOME
 # npm 11 warns on every npm/npx call about a `nodedir` key in the user's ~/.npmrc (an old way to
 # point node-gyp at headers; scripts/setup passes the provisioned Node's headers itself). The
-# project's commands read a copy of the user config without that key; everything else in it
-# (registry, lockfile settings) still applies.
-if [ -z "${NPM_CONFIG_USERCONFIG:-}" ] && [ -f "$HOME/.npmrc" ] && grep -q '^[[:space:]]*nodedir[[:space:]]*=' "$HOME/.npmrc"; then
-  mkdir -p "$REBOUND_HOME/.tools"
-  grep -v '^[[:space:]]*nodedir[[:space:]]*=' "$HOME/.npmrc" > "$REBOUND_HOME/.tools/npmrc"
-  NPM_CONFIG_USERCONFIG="$REBOUND_HOME/.tools/npmrc"
-  export NPM_CONFIG_USERCONFIG
+# project's .npmrc sets `userconfig=.tools/npmrc`, so npm run in this project, sourced here or
+# not, reads this copy of the user config without that key; everything else in it (registry,
+# lockfile settings) still applies.
+mkdir -p "$REBOUND_HOME/.tools"
+if [ -f "$HOME/.npmrc" ]; then
+  grep -v '^[[:space:]]*nodedir[[:space:]]*=' "$HOME/.npmrc" > "$REBOUND_HOME/.tools/npmrc" || true
+else
+  rm -f "$REBOUND_HOME/.tools/npmrc"
 fi
