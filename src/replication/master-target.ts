@@ -265,16 +265,19 @@ export class MasterTarget {
     let removed = 0;
     for (const { disk } of disks) if (await disk.discardNewest(h.pointId)) removed++;
     const empty = disks.every(({ disk }) => disk.points().length === 0 && disk.views().length === 0);
-    if (empty) {
-      const dir = await this.itemDir(h.targetSiteId, h.itemId);
-      for (const key of [...this.#disks.keys()]) if (key.startsWith(`${dir}/`)) this.#disks.delete(key);
-      await rm(dir, { recursive: true, force: true });
-    }
+    if (empty) await this.#removeItemDir(await this.itemDir(h.targetSiteId, h.itemId));
     this.stats.discarded++;
     this.#o.logger.warn({ item: h.itemId, point: h.pointId, site: h.targetSiteId, verdict, removedFrom: removed, replicaRemoved: empty }, 'master target: the vault refused a point; discarded');
     if (verdict === 'stale') {
       await this.#o.link.event?.(h.itemId, 'point-discarded', `Point ${h.pointId} reached the replica at site ${h.targetSiteId} after the machine had failed over to that site (the cycle that took it was still in flight); it was discarded${empty ? ', with the replica it alone made' : ''} and is not a recovery point.`, { pointId: h.pointId, siteId: h.targetSiteId }).catch(() => undefined);
     }
+  }
+
+  /** Removes an item's replica directory and forgets the replicas opened in it (the caller holds
+   * the item's lock). */
+  async #removeItemDir(dir: string): Promise<void> {
+    for (const key of [...this.#disks.keys()]) if (key.startsWith(`${dir}/`)) this.#disks.delete(key);
+    await rm(dir, { recursive: true, force: true });
   }
 
   /** Keeps every point taken within `retentionSeconds` before the newest, plus the newest one
@@ -337,8 +340,7 @@ export class MasterTarget {
         const open = disk.views().filter((v) => v.file.startsWith('/'));
         if (open.length > 0) throw conflict('replica-exported', `The replica of ${itemId} still has ${open.length} export(s) a machine may run on: close them first.`);
       }
-      for (const key of [...this.#disks.keys()]) if (key.startsWith(`${dir}/`)) this.#disks.delete(key);
-      await rm(dir, { recursive: true, force: true });
+      await this.#removeItemDir(dir);
     });
   }
 
@@ -350,8 +352,7 @@ export class MasterTarget {
   async seed(siteId: string, itemId: string, disks: { diskId: string; path: string; format: 'raw' | 'qcow2'; sizeBytes: number }[], encrypt: boolean): Promise<void> {
     await this.#withItem(itemId, async () => {
       const dir = await this.itemDir(siteId, itemId);
-      for (const key of [...this.#disks.keys()]) if (key.startsWith(`${dir}/`)) this.#disks.delete(key);
-      await rm(dir, { recursive: true, force: true });
+      await this.#removeItemDir(dir);
       for (const d of disks) {
         if (!ID_RE.test(d.diskId)) throw invalid('disk-id-invalid', `Disk id '${d.diskId}' is not valid.`);
         await mkdir(join(dir, d.diskId), { recursive: true });

@@ -316,15 +316,12 @@ export class ProcessServer {
       const t = await readFile(join(dir, name), 'utf8').then((x) => JSON.parse(x) as Tombstone).catch(() => null);
       stones.push({ name, t, mtimeMs: s.mtimeMs });
     }
-    const newest = new Map<string, number>();
-    for (const { t } of stones) if (t?.itemId !== undefined && t.pointSeq !== undefined) newest.set(stoneKey({ itemId: t.itemId, targetSiteId: t.targetSiteId }), Math.max(newest.get(stoneKey({ itemId: t.itemId, targetSiteId: t.targetSiteId })) ?? -1, t.pointSeq));
+    // Tombstones written before they named their item and point are kept until they are old;
+    // of the others, #keepTombstone keeps each item's newest point's and removes the rest.
     for (const { name, t, mtimeMs } of stones) {
-      const key = t?.itemId !== undefined ? stoneKey({ itemId: t.itemId, targetSiteId: t.targetSiteId }) : '';
-      const superseded = t?.itemId !== undefined && t.pointSeq !== undefined && t.pointSeq < newest.get(key)!;
       const old = Date.now() - mtimeMs > TOMBSTONE_MS && Date.now() - (t?.at ?? 0) > TOMBSTONE_MS;
-      if (t === null || superseded || old) await rm(join(dir, name), { force: true });
-      else if (t.itemId !== undefined && t.pointSeq !== undefined) await this.#keepTombstone(key, t.pointSeq, name);
+      if (t === null || old) await rm(join(dir, name), { force: true });
+      else if (t.itemId !== undefined && t.pointSeq !== undefined) await this.#keepTombstone(stoneKey({ itemId: t.itemId, targetSiteId: t.targetSiteId }), t.pointSeq, name);
     }
   }
-
 }

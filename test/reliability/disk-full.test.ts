@@ -12,11 +12,9 @@ import { mkdir, mkdtemp, open, rm, statfs } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { pino } from 'pino';
 import { sendTransfer } from '../../src/datapath/frame-stream.ts';
 import type { ReboundError } from '../../src/domain/errors.ts';
-import { MasterTarget } from '../../src/replication/master-target.ts';
-import type { MasterTargetLink, PointRecord } from '../../src/replication/link.ts';
+import { startRecordingMasterTarget } from '../support/master-target.ts';
 import { openTransfer } from '../../src/replication/wire.ts';
 import type { TransferHeader } from '../../src/replication/wire.ts';
 import { newId } from '../../src/store/ids.ts';
@@ -56,18 +54,7 @@ async function fill(path: string): Promise<void> {
 
 test('while the recovery site is still full, the master target refuses transfers at their hello; once space is back they go through', { timeout: 120_000 }, async () => {
   const key = randomBytes(32);
-  const recorded: PointRecord[] = [];
-  const events: { kind: string; message: string }[] = [];
-  const link: MasterTargetLink = {
-    siteRoot: async () => site,
-    recordPoint: async (p) => { recorded.push(p); return 'recorded'; },
-    prunePoints: async () => undefined,
-    markBad: async () => undefined,
-    requestResync: async () => undefined,
-    event: async (_item, kind, message) => { events.push({ kind, message }); },
-  };
-  const mt = new MasterTarget({ transportKey: key, atRestKeys: [], material: null, logger: pino({ level: 'silent' }), link });
-  await mt.start();
+  const { mt, recorded, events } = await startRecordingMasterTarget(site, key);
   let seq = 0;
   const header = (bytes: number): TransferHeader => {
     const pointId = newId();
@@ -123,7 +110,7 @@ test('while the recovery site is still full, the master target refuses transfers
     const h = header(2 * MIB);
     const r = await send(h);
     assert.equal(r.sent, 2 * MIB);
-    await until('the point after space came back', () => recorded.at(-1)?.pointId === h.pointId);
+    await until('the point after space came back', () => recorded.at(-1)?.p.pointId === h.pointId);
     await until('the recovery-site-space-ok event', () => events.some((e) => e.kind === 'recovery-site-space-ok'));
   } finally {
     await mt.close();

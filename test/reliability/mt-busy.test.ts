@@ -10,11 +10,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { sendTransfer } from '../../src/datapath/frame-stream.ts';
 import type { ReboundError } from '../../src/domain/errors.ts';
-import { MasterTarget } from '../../src/replication/master-target.ts';
-import type { MasterTargetLink, PointRecord } from '../../src/replication/link.ts';
+import { startRecordingMasterTarget } from '../support/master-target.ts';
 import { openTransfer } from '../../src/replication/wire.ts';
 import type { TransferHeader } from '../../src/replication/wire.ts';
 import { newId } from '../../src/store/ids.ts';
@@ -29,16 +27,7 @@ test('two connections for one replica disk at once: one is accepted, the other r
   const site = join(dir, 'dr');
   await mkdir(site);
   const key = randomBytes(32);
-  const recorded: PointRecord[] = [];
-  const link: MasterTargetLink = {
-    siteRoot: async () => site,
-    recordPoint: async (p) => { recorded.push(p); return 'recorded'; },
-    prunePoints: async () => undefined,
-    markBad: async () => undefined,
-    requestResync: async () => undefined,
-  };
-  const mt = new MasterTarget({ transportKey: key, atRestKeys: [], material: null, logger: pino({ level: 'silent' }), link });
-  await mt.start();
+  const { mt, recorded } = await startRecordingMasterTarget(site, key);
   try {
     const pointId = newId();
     const h: TransferHeader = {

@@ -184,19 +184,23 @@ test('point ids only grow, even after the clock went back (found by the soak: cl
   assert.ok(pointIdAfter(now) > now);
 });
 
+/** A stand-in for the master target's side of forwarding: takes every transfer and records,
+ * in order, the ids of those that arrived whole. */
+const recordingReceiver = (key: Buffer, got: string[]): ReturnType<typeof listenTransfers> => listenTransfers({
+  material: null,
+  accept: () => undefined,
+  handle: async (h, socket) => {
+    await receiveTransfer(socket, { vaultKey: key, ackedThrough: async () => -1, apply: async () => undefined, checkpoint: async () => undefined, complete: async () => { got.push(h.transferId); } });
+  },
+});
+
 test('the process server keeps forwarding after an agent resends a transfer it already forwarded (found by the soak: net-drop-agent-ps, seed 3021)', async () => {
   // Real process server, real sockets and frame streams; the master target's side is a receiver
   // that records what arrives. Resending a forwarded transfer (its acknowledgement was lost)
   // kicks the item's forwarder with an empty cache; the next transfer must still be forwarded.
   const key = randomBytes(32);
   const got: string[] = [];
-  const mt = await listenTransfers({
-    material: null,
-    accept: () => undefined,
-    handle: async (h, socket) => {
-      await receiveTransfer(socket, { vaultKey: key, ackedThrough: async () => -1, apply: async () => undefined, checkpoint: async () => undefined, complete: async () => { got.push(h.transferId); } });
-    },
-  });
+  const mt = await recordingReceiver(key, got);
   const ps = new ProcessServer({ dir: join(dir, 'ps'), transportKey: key, material: null, logger: pino({ level: 'silent' }), masterTargetFor: () => mt.address });
   await ps.start();
   const header = (seq: number): TransferHeader => ({
@@ -235,13 +239,7 @@ test('process-server tombstones go once a later point of their item and directio
   // resent transfers that were already forwarded. Real process server, sockets and streams.
   const key = randomBytes(32);
   const got: string[] = [];
-  const mt = await listenTransfers({
-    material: null,
-    accept: () => undefined,
-    handle: async (h, socket) => {
-      await receiveTransfer(socket, { vaultKey: key, ackedThrough: async () => -1, apply: async () => undefined, checkpoint: async () => undefined, complete: async () => { got.push(h.transferId); } });
-    },
-  });
+  const mt = await recordingReceiver(key, got);
   const psDir = join(dir, 'ps-stones');
   const done = join(psDir, 'done');
   await mkdir(done, { recursive: true });

@@ -10,10 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { sendTransfer } from '../../src/datapath/frame-stream.ts';
-import { MasterTarget } from '../../src/replication/master-target.ts';
-import type { MasterTargetLink, PointRecord, PointVerdict } from '../../src/replication/link.ts';
+import { startRecordingMasterTarget } from '../support/master-target.ts';
 import { openTransfer } from '../../src/replication/wire.ts';
 import type { TransferHeader } from '../../src/replication/wire.ts';
 import { newId } from '../../src/store/ids.ts';
@@ -34,19 +32,8 @@ after(async () => {
 
 test('a point the vault refuses as stale is discarded from the replica; a replica it alone made is removed', { timeout: 120_000 }, async () => {
   const key = randomBytes(32);
-  let verdict: PointVerdict = 'recorded';
-  const asked: { p: PointRecord; verdict: PointVerdict }[] = [];
-  const events: { kind: string; message: string }[] = [];
-  const link: MasterTargetLink = {
-    siteRoot: async () => site,
-    recordPoint: async (p) => { asked.push({ p, verdict }); return verdict; },
-    prunePoints: async () => undefined,
-    markBad: async () => undefined,
-    requestResync: async () => undefined,
-    event: async (_item, kind, message) => { events.push({ kind, message }); },
-  };
-  const mt = new MasterTarget({ transportKey: key, atRestKeys: [], material: null, logger: pino({ level: 'silent' }), link });
-  await mt.start();
+  const target = await startRecordingMasterTarget(site, key);
+  const { mt, recorded: asked, events } = target;
   let seq = 0;
   const send = async (): Promise<string> => {
     const pointId = newId();
@@ -74,7 +61,7 @@ test('a point the vault refuses as stale is discarded from the replica; a replic
 
     // The machine failed over to dr: a late forward point is refused and discarded; the points
     // before it stay.
-    verdict = 'stale';
+    target.verdict = 'stale';
     const late = await send();
     await until('the late point discarded', () => events.some((e) => e.kind === 'point-discarded' && e.message.includes(late)));
     assert.deepEqual((await mt.commonPoints('dr', 'item1')).map((p) => p.id), [first], 'the stale point is gone, the older one kept');

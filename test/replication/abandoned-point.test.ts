@@ -13,8 +13,8 @@ import { pino } from 'pino';
 import { physicalMachine } from '../../src/providers/physical/definition.ts';
 import { PhysicalProvider } from '../../src/providers/physical/physical-provider.ts';
 import { Agent } from '../../src/replication/agent.ts';
-import type { AgentLink, Assignment, MasterTargetLink, PointRecord } from '../../src/replication/link.ts';
-import { MasterTarget } from '../../src/replication/master-target.ts';
+import type { AgentLink, Assignment } from '../../src/replication/link.ts';
+import { startRecordingMasterTarget } from '../support/master-target.ts';
 import { ProcessServer } from '../../src/replication/process-server.ts';
 
 const MIB = 2 ** 20;
@@ -33,16 +33,7 @@ test('after an open point is lost, the next point follows its id and sends its r
   const provider = new PhysicalProvider({ root: src });
   await provider.define(physicalMachine('db1', [image]));
   const key = randomBytes(32);
-  const recorded: PointRecord[] = [];
-  const mtLink: MasterTargetLink = {
-    siteRoot: async () => dst,
-    recordPoint: async (p) => { recorded.push(p); return 'recorded'; },
-    prunePoints: async () => undefined,
-    markBad: async () => undefined,
-    requestResync: async () => undefined,
-  };
-  const mt = new MasterTarget({ transportKey: key, atRestKeys: [], material: null, logger: pino({ level: 'silent' }), link: mtLink });
-  await mt.start();
+  const { mt, recorded } = await startRecordingMasterTarget(dst, key);
   const ps = new ProcessServer({ dir: join(dir, 'ps'), transportKey: key, material: null, logger: pino({ level: 'silent' }), masterTargetFor: () => mt.address });
   await ps.start();
   const a: Assignment = {
@@ -56,8 +47,8 @@ test('after an open point is lost, the next point follows its id and sends its r
   const agent = new Agent({ stateDir, link, providerFor: () => provider, transportKey: key, material: null, logger: pino({ level: 'silent' }), pollMs: 60_000 });
   const waitRecorded = async (id: string): Promise<void> => {
     const deadline = Date.now() + 30_000;
-    while (!recorded.some((p) => p.pointId === id)) {
-      if (Date.now() > deadline) throw new Error(`point ${id} was never recorded (${recorded.map((p) => p.pointId).join(', ')})`);
+    while (!recorded.some((r) => r.p.pointId === id)) {
+      if (Date.now() > deadline) throw new Error(`point ${id} was never recorded (${recorded.map((r) => r.p.pointId).join(', ')})`);
       await new Promise((r) => setTimeout(r, 50));
     }
   };
