@@ -111,19 +111,18 @@ async function runRole(ctx: Ctx, role: Role): Promise<number> {
       signal: abort.signal,
     });
   } catch (err) {
+    process.off('SIGTERM', onTerm);
+    process.off('SIGINT', onInt);
     if (signalled) {
       ctx.p.err(`rebound: ${signalled} while starting; stopped.`);
       return EXIT.ok;
     }
     throw err;
-  } finally {
-    process.off('SIGTERM', onTerm);
-    process.off('SIGINT', onInt);
   }
-  const ready = { ready: true, role: running.role, name: running.name, componentId: running.componentId, pid: running.pid, registration: running.registration, ...(running.address ? { address: running.address } : {}), ...(running.metrics ? { metrics: running.metrics } : {}) };
-  if (ctx.p.json) ctx.p.out(JSON.stringify(ready));
-  else ctx.p.out(`ready: ${role} ${running.name} pid ${running.pid} (${running.registration === 'registered' ? 'registered now' : 'saved registration'})${running.address ? `, data listener ${running.address}` : ''}${running.metrics ? `, metrics http://${running.metrics}/metrics` : ''}`);
-  return new Promise<number>((done) => {
+  // The running process's handlers go in before the start-up ones come off and before "ready" is
+  // printed: with no listener for a moment Node restores the default action, and a SIGTERM sent
+  // on seeing "ready" killed the process (exit by signal, not 0; separate-roles test, 1 run in 3).
+  const finished = new Promise<number>((done) => {
     let closing = false;
     const stop = (why: string, code: number) => {
       if (closing) return;
@@ -137,5 +136,12 @@ async function runRole(ctx: Ctx, role: Role): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM, shutting down', EXIT.ok));
     process.once('SIGINT', () => stop('SIGINT, shutting down', EXIT.ok));
     void running.revoked.then((why) => stop(why, EXIT.auth));
+    if (signalled) stop(`${signalled} while starting, shutting down`, EXIT.ok);
   });
+  process.off('SIGTERM', onTerm);
+  process.off('SIGINT', onInt);
+  const ready = { ready: true, role: running.role, name: running.name, componentId: running.componentId, pid: running.pid, registration: running.registration, ...(running.address ? { address: running.address } : {}), ...(running.metrics ? { metrics: running.metrics } : {}) };
+  if (ctx.p.json) ctx.p.out(JSON.stringify(ready));
+  else ctx.p.out(`ready: ${role} ${running.name} pid ${running.pid} (${running.registration === 'registered' ? 'registered now' : 'saved registration'})${running.address ? `, data listener ${running.address}` : ''}${running.metrics ? `, metrics http://${running.metrics}/metrics` : ''}`);
+  return finished;
 }
