@@ -30,16 +30,34 @@ export interface PlannedExtent {
   length: number;
 }
 
-export interface SendOptions {
+/** A plan whose extents become known as their data does: a relay forwarding a transfer that is
+ * still arriving. `next` is called with each sequence number to send, in increasing order. */
+export interface StreamedPlan {
+  frames: number;
+  next(seq: number): Promise<{ extent: PlannedExtent; data: Uint8Array }>;
+}
+
+interface SendCommon {
   vaultKey: Uint8Array;
   transferId: string;
-  plan: readonly PlannedExtent[];
-  read(extent: PlannedExtent): Promise<Uint8Array>;
   /** Frames in flight before waiting for acknowledgements. */
   window?: number;
   zstdLevel?: number | null;
   /** Called after each acknowledgement (progress, checkpoints). */
   onAck?(seq: number): void;
+}
+
+export type SendOptions = SendCommon & (
+  | { plan: readonly PlannedExtent[]; read(extent: PlannedExtent): Promise<Uint8Array> }
+  | { stream: StreamedPlan }
+);
+
+/** A fixed plan as a stream: every extent is checked before anything is sent. */
+function planStream(plan: readonly PlannedExtent[], read: (e: PlannedExtent) => Promise<Uint8Array>): StreamedPlan {
+  for (const e of plan) {
+    if (e.length > MAX_FRAME_EXTENT) throw new ReboundError('invalid', 'frame-extent-too-large', `A planned extent of ${e.length} bytes is larger than one frame carries (${MAX_FRAME_EXTENT}).`);
+  }
+  return { frames: plan.length, next: async (seq) => { const extent = plan[seq]!; return { extent, data: await read(extent) }; } };
 }
 
 export interface SendResult {
@@ -135,9 +153,7 @@ function write(socket: Duplex, b: Buffer): Promise<void> {
 
 /** Sends a transfer's plan over `socket`, skipping what the receiver already acknowledged. */
 export async function sendTransfer(socket: Duplex, opts: SendOptions): Promise<SendResult> {
-  for (const e of opts.plan) {
-    if (e.length > MAX_FRAME_EXTENT) throw new ReboundError('invalid', 'frame-extent-too-large', `A planned extent of ${e.length} bytes is larger than one frame carries (${MAX_FRAME_EXTENT}).`);
-  }
+  const source = 'stream' in opts ? opts.stream : planStream(opts.plan, opts.read);
   const salt = newSessionSalt();
   const key = deriveSessionKey(opts.vaultKey, opts.transferId, salt);
   const id = Buffer.from(opts.transferId, 'utf8');
@@ -149,11 +165,11 @@ export async function sendTransfer(socket: Duplex, opts: SendOptions): Promise<S
   const first = await incoming.next();
   if (first.done || magicOf(first.value) !== READY || first.value.length !== 16) throw streamError('transfer-handshake-failed', 'The receiver did not answer the transfer hello.');
   const ackedThrough = Number(first.value.readBigInt64BE(8));
-  const endSeq = opts.plan.length;
+  const endSeq = source.frames;
   if (ackedThrough >= endSeq) {
     // Everything, the end frame included, was acknowledged in an earlier session.
     socket.end();
-    return { sent: 0, skipped: opts.plan.length };
+    return { sent: 0, skipped: endSeq };
   }
   let lastAck = ackedThrough;
   let ackWaiter: (() => void) | undefined;
@@ -186,8 +202,8 @@ export async function sendTransfer(socket: Duplex, opts: SendOptions): Promise<S
   let sent = 0;
   try {
     for (let seq = ackedThrough + 1; seq < endSeq; seq++) {
-      const e = opts.plan[seq]!;
-      const data = await opts.read(e);
+      const { extent: e, data } = await source.next(seq);
+      if (e.length > MAX_FRAME_EXTENT) throw new ReboundError('invalid', 'frame-extent-too-large', `An extent of ${e.length} bytes is larger than one frame carries (${MAX_FRAME_EXTENT}).`);
       if (data.length !== e.length) throw new ReboundError('internal', 'transfer-short-read', `Reading ${e.diskId} at ${e.offset} gave ${data.length} bytes instead of ${e.length}.`);
       await waitAcks(seq - window);
       await write(socket, encodeDataFrame(key, seq, { ...e, data }, opts.zstdLevel === undefined ? DEFAULT_ZSTD_LEVEL : opts.zstdLevel));

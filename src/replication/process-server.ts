@@ -2,8 +2,11 @@
 // what it acknowledges, and forwards each cached transfer to the master target — compressed
 // (zstd, per the policy) and encrypted (AES-256-GCM session keys) on that link, under the
 // policy's bandwidth cap — strictly in point order per item, resuming where the master target's
-// acknowledgements stop. Finished transfers leave a tombstone so an agent that reconnects after
-// a crash hears "already acknowledged" rather than sending again.
+// acknowledgements stop. A transfer is forwarded while it still arrives, one durable (and so
+// acknowledged) record behind the agent's stream at most: the two hops overlap instead of
+// running one after the other; its end goes on only once the whole transfer is cached. Finished
+// transfers leave a tombstone so an agent that reconnects after a crash hears "already
+// acknowledged" rather than sending again.
 import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -12,7 +15,8 @@ import type { Duplex } from 'node:stream';
 import { receiveTransfer, sendTransfer } from '../datapath/frame-stream.ts';
 import type { PlannedExtent } from '../datapath/frame-stream.ts';
 import { conflict, invalid, ReboundError } from '../domain/errors.ts';
-import { Spool, SpoolEntry } from './spool.ts';
+import { Spool, SpoolReader } from './spool.ts';
+import type { SpoolEntry } from './spool.ts';
 import type { ProcessServerLink } from './link.ts';
 import { listenTransfers, openTransfer } from './wire.ts';
 import type { DataListener, TlsMaterial, TransferHeader } from './wire.ts';
@@ -38,11 +42,26 @@ export interface ProcessServerOptions {
  * agent may be down for hours and then resend its open point); older points' go at once. */
 const TOMBSTONE_MS = 7 * 24 * 3600_000;
 
+/** A master target still busy with a disk's last connection is retried quietly this long. */
+const BUSY_QUIET_MS = 30_000;
+
 /** What a forwarded transfer leaves for a sender that comes back (older ones have frames and at only). */
 interface Tombstone { frames: number; at: number; itemId?: string; targetSiteId?: string; pointSeq?: number }
 
 /** Tombstones are kept per item and direction (its target site): point sequences are the agent's. */
 const stoneKey = (t: { itemId: string; targetSiteId?: string | undefined }): string => `${t.itemId}>${t.targetSiteId ?? ''}`;
+/** A cached transfer, in memory: its header, how much of it is durable, and who waits for more. */
+interface Cached {
+  header: TransferHeader;
+  complete: boolean;
+  /** The last record made durable (acknowledged to the agent); -1 if none. */
+  durable: number;
+  /** Its cache is damaged while it still arrives: dropped once the agent's connection ends. */
+  condemned?: boolean;
+  /** Forwarders waiting for more of it (woken on progress, its end, its sender leaving, its drop). */
+  waiters: Set<() => void>;
+}
+
 /** Forwarding order within an item: points in sequence, disks in order within a point. */
 const before = (a: TransferHeader, b: TransferHeader): boolean => a.pointSeq < b.pointSeq || (a.pointSeq === b.pointSeq && a.diskIndex < b.diskIndex);
 
@@ -53,7 +72,7 @@ export class ProcessServer {
   readonly #receiving = new Set<string>();
   /** The cache's transfers, in memory: read from disk once at start, then kept up to date, so
    * picking the next transfer to forward reads no files. */
-  readonly #cached = new Map<string, { header: TransferHeader; complete: boolean }>();
+  readonly #cached = new Map<string, Cached>();
   /** Per item and direction, the point sequence of its newest tombstones and their names. */
   readonly #stones = new Map<string, { pointSeq: number; names: string[] }>();
   /** Per item: the forwarding loop, woken when a transfer completes. */
@@ -83,7 +102,7 @@ export class ProcessServer {
       handle: (h, socket) => this.#receive(h, socket),
       onError: (err) => this.#o.logger.debug({ err }, 'process server: transfer ended with an error'),
     });
-    for (const t of await this.#spool.list()) this.#cached.set(t.transferId, { header: t.header, complete: t.complete });
+    for (const t of await this.#spool.list()) this.#cached.set(t.transferId, { header: t.header, complete: t.complete, durable: t.ackedThrough, waiters: new Set() });
     for (const t of this.#cached.values()) this.#kick(t.header.itemId);
     await this.#pruneTombstones();
   }
@@ -93,6 +112,7 @@ export class ProcessServer {
     this.#abort.abort();
     await this.#listener?.close();
     for (const f of this.#forwarders.values()) f.wake();
+    for (const c of this.#cached.values()) for (const w of c.waiters) w();
     await Promise.all([...this.#forwarders.values()].map((f) => f.running.catch(() => undefined)));
   }
 
@@ -109,9 +129,15 @@ export class ProcessServer {
     try {
       const done = await this.#tombstone(h.transferId);
       // A newer point of the item makes older unfinished ones pointless: the agent abandoned them.
-      if (done === null) await this.#dropAbandoned(h);
+      if (done === null) await this.#dropAbandoned(h.itemId, h.pointSeq);
       entry = done === null ? await this.#spool.open(h) : undefined;
-      if (entry) this.#cached.set(h.transferId, { header: h, complete: entry.complete });
+      if (entry) {
+        const c = this.#cached.get(h.transferId);
+        if (c) Object.assign(c, { complete: entry.complete, durable: entry.ackedThrough });
+        else this.#cached.set(h.transferId, { header: h, complete: entry.complete, durable: entry.ackedThrough, waiters: new Set() });
+        // Forwarding starts now, as the frames arrive.
+        this.#kick(h.itemId);
+      }
       await receiveTransfer(socket, {
         vaultKey: this.#o.transportKey,
         ackedThrough: async (tid) => {
@@ -125,32 +151,71 @@ export class ProcessServer {
           await entry!.append(fh.seq, fh.offset, frame.data, frame.checksum);
           this.stats.bytesIn += frame.data.length;
         },
-        checkpoint: async (_tid, seq) => { await entry!.checkpoint(seq); },
+        checkpoint: async (_tid, seq) => {
+          await entry!.checkpoint(seq);
+          this.#progress(h.transferId, { durable: seq });
+        },
         complete: async (_tid, frames) => {
           if (entry && !entry.complete) await entry.checkpoint(frames - 1, true);
-          const c = this.#cached.get(h.transferId);
-          if (c) c.complete = true;
+          this.#progress(h.transferId, { durable: frames - 1, complete: true });
         },
       });
       this.stats.received++;
     } finally {
       this.#receiving.delete(h.transferId);
       await entry?.close();
+      const c = this.#cached.get(h.transferId);
+      if (c?.condemned) await this.#drop(h.transferId);
+      else this.#progress(h.transferId, {}); // a forwarder waiting for more learns the sender left
       this.#kick(h.itemId);
     }
   }
 
-  async #dropAbandoned(h: TransferHeader): Promise<void> {
-    for (const [id, t] of this.#cached) {
-      if (t.header.itemId === h.itemId && t.header.pointSeq < h.pointSeq && !t.complete && !this.#receiving.has(id)) {
-        this.#o.logger.info({ transfer: id }, 'process server: dropping an unfinished transfer the agent abandoned');
-        await this.#drop(id);
-      }
+  /** Records how far a cached transfer is durable and wakes whoever forwards it. */
+  #progress(transferId: string, to: { durable?: number; complete?: boolean }): void {
+    const c = this.#cached.get(transferId);
+    if (!c) return;
+    if (to.durable !== undefined) c.durable = Math.max(c.durable, to.durable);
+    if (to.complete) c.complete = true;
+    for (const w of c.waiters) w();
+  }
+
+  /** Waits until record `seq` of a transfer may be forwarded: durable, and for its last record
+   * the whole transfer cached (so the end frame never goes ahead of the agent's). Throws when the
+   * transfer was dropped, or its sender left before sending it (the forward pauses until the
+   * sender is back; the master target keeps what it acknowledged). */
+  async #forwardable(transferId: string, seq: number): Promise<void> {
+    for (;;) {
+      const c = this.#cached.get(transferId);
+      if (!c) throw new ReboundError('unavailable', 'transfer-dropped', `Transfer ${transferId} was dropped from the cache while it was forwarded.`, { retryable: true });
+      if (c.complete || (c.durable >= seq && seq < c.header.frames - 1)) return;
+      if (!this.#receiving.has(transferId) || c.condemned) throw new ReboundError('unavailable', 'transfer-source-paused', `The sender of transfer ${transferId} left after record ${c.durable}; forwarding goes on when it resends.`, { retryable: true });
+      if (this.#closed) throw new ReboundError('unavailable', 'process-server-closing', 'The process server is shutting down.', { retryable: true });
+      await new Promise<void>((resolve) => {
+        const w = (): void => { c.waiters.delete(w); resolve(); };
+        c.waiters.add(w);
+      });
     }
   }
 
+  /** Drops the item's unfinished transfers of points before `pointSeq` that nobody sends any
+   * more; says whether there were any. */
+  async #dropAbandoned(itemId: string, pointSeq: number): Promise<boolean> {
+    let any = false;
+    for (const [id, t] of this.#cached) {
+      if (t.header.itemId === itemId && t.header.pointSeq < pointSeq && !t.complete && !this.#receiving.has(id)) {
+        this.#o.logger.info({ transfer: id }, 'process server: dropping an unfinished transfer the agent abandoned');
+        await this.#drop(id);
+        any = true;
+      }
+    }
+    return any;
+  }
+
   async #drop(transferId: string): Promise<void> {
+    const c = this.#cached.get(transferId);
     this.#cached.delete(transferId);
+    for (const w of c?.waiters ?? []) w();
     await rm(join(this.#spool.root, transferId), { recursive: true, force: true });
   }
 
@@ -168,26 +233,36 @@ export class ProcessServer {
     this.#forwarders.set(itemId, state);
     state.running = (async () => {
       let backoff = 500;
+      /** Since when the master target says the disk is still busy with this server's last
+       * connection (it ends that one a moment after we close it, e.g. after a paused forward). */
+      let busySince: number | null = null;
       while (!this.#closed) {
         woken = false;
         const next = this.#nextFor(itemId);
         if (next === null) break; // nothing cached for the item
         if (next === undefined) {
-          // The next transfer in order is still being received.
+          // The next transfer in order waits for its sender — unless a later point of the item
+          // has arrived since (its connection may have ended only after that point's began).
+          const newest = Math.max(...[...this.#cached.values()].filter((c) => c.header.itemId === itemId).map((c) => c.header.pointSeq));
+          if (await this.#dropAbandoned(itemId, newest)) continue;
           if (!woken) await new Promise<void>((r) => { wake = r; setTimeout(r, 1000); });
           continue;
         }
         try {
           await this.#forward(next);
           backoff = 500;
+          busySince = null;
         } catch (err) {
           if (this.#closed) break;
+          // The transfer's sender left before sending all of it (the loop waits for it to come
+          // back), or the transfer was dropped (abandoned, or damaged): nothing to retry.
+          if (err instanceof ReboundError && (err.code === 'transfer-source-paused' || err.code === 'transfer-dropped')) continue;
           if (err instanceof ReboundError && err.code === 'transfer-replayed') {
             // The master target applied this point long ago (we crashed before forgetting it).
             try {
-              await this.#done(await SpoolEntry.open(this.#spool.dirOf(next)));
+              await this.#done(next.header);
             } catch (e) {
-              this.#o.logger.warn({ err: e, transfer: next }, 'process server: cannot free an already-applied transfer');
+              this.#o.logger.warn({ err: e, transfer: next.header.transferId }, 'process server: cannot free an already-applied transfer');
             }
             continue;
           }
@@ -195,7 +270,10 @@ export class ProcessServer {
             await this.#condemn(itemId, err.message);
             continue;
           }
-          this.#o.logger.warn({ err: { code: (err as ReboundError).code, message: (err as Error).message }, transfer: next }, 'process server: forwarding failed; retrying');
+          const code = (err as ReboundError).code;
+          busySince = code === 'transfer-busy' ? (busySince ?? Date.now()) : null;
+          const quiet = busySince !== null && Date.now() - busySince < BUSY_QUIET_MS;
+          this.#o.logger[quiet ? 'debug' : 'warn']({ err: { code, message: (err as Error).message }, transfer: next.header.transferId }, 'process server: forwarding failed; retrying');
           await new Promise<void>((r) => { wake = r; setTimeout(r, backoff); });
           backoff = Math.min(backoff * 2, 15_000);
         }
@@ -216,65 +294,64 @@ export class ProcessServer {
     return { complete, arriving };
   }
 
-  /** The item's oldest cached transfer if complete; undefined if it is still arriving; null if none. */
-  #nextFor(itemId: string): string | null | undefined {
-    let first: [string, { header: TransferHeader; complete: boolean }] | undefined;
-    for (const e of this.#cached) {
-      const h = e[1].header;
-      if (h.itemId !== itemId) continue;
-      if (!first || before(h, first[1].header)) first = e;
+  /** The item's oldest cached transfer if it can be forwarded (cached whole, or arriving now);
+   * undefined if it waits for its sender to come back; null if the item has nothing cached. */
+  #nextFor(itemId: string): Cached | null | undefined {
+    let first: Cached | undefined;
+    for (const c of this.#cached.values()) {
+      if (c.header.itemId !== itemId) continue;
+      if (!first || before(c.header, first.header)) first = c;
     }
     if (!first) return null;
-    return first[1].complete ? first[0] : undefined;
+    // One with no frames is all end frame: that goes only once the agent's is here.
+    const arriving = this.#receiving.has(first.header.transferId) && !first.condemned && first.header.frames > 0;
+    return first.complete || arriving ? first : undefined;
   }
 
-  async #forward(transferId: string): Promise<void> {
-    const entry = await SpoolEntry.open(this.#spool.dirOf(transferId));
+  async #forward(c: Cached): Promise<void> {
+    const h = c.header;
+    const reader = await SpoolReader.open(this.#spool.dirOf(h.transferId), h.transferId);
     try {
-      const h = entry.header;
-      const plan: PlannedExtent[] = [];
-      const index = new WeakMap<PlannedExtent, number>();
-      for (let i = 0; i < entry.records; i++) {
-        const e = { itemId: h.itemId, diskId: h.diskId, pointId: h.pointId, ...entry.extent(i) };
-        index.set(e, i);
-        plan.push(e);
-      }
       const throttle = h.bandwidthBps > 0 ? new Throttle(h.bandwidthBps) : null;
       const to = (await this.#o.masterTargetFor?.(h)) || h.masterTarget;
       const socket = await openTransfer(to, h, this.#o.material, { signal: this.#abort.signal });
       await sendTransfer(socket, {
         vaultKey: this.#o.transportKey,
         transferId: h.transferId,
-        plan,
         window: this.#o.window ?? 32,
         zstdLevel: h.compression === 'zstd' ? undefined : null,
-        read: async (e) => {
-          const { data } = await entry.read(index.get(e)!);
-          if (throttle) await throttle.take(data.length, this.#abort.signal);
-          this.stats.bytesOut += data.length;
-          return data;
+        stream: {
+          frames: h.frames,
+          next: async (seq) => {
+            await this.#forwardable(h.transferId, seq);
+            const { offset, data } = await reader.read(seq);
+            if (throttle) await throttle.take(data.length, this.#abort.signal);
+            this.stats.bytesOut += data.length;
+            return { extent: { itemId: h.itemId, diskId: h.diskId, pointId: h.pointId, offset, length: data.length } satisfies PlannedExtent, data };
+          },
         },
       });
-      await this.#done(entry);
+      await this.#done(h);
       this.stats.forwarded++;
     } finally {
-      await entry.close().catch(() => undefined);
+      await reader.close().catch(() => undefined);
     }
   }
 
   /** Forwarded (or found already applied): a tombstone for late senders, and the cache freed. */
-  async #done(entry: SpoolEntry): Promise<void> {
-    const h = entry.header;
+  async #done(h: TransferHeader): Promise<void> {
     await writeFile(join(this.#o.dir, 'done', h.transferId), JSON.stringify({ frames: h.frames, at: Date.now(), itemId: h.itemId, targetSiteId: h.targetSiteId, pointSeq: h.pointSeq } satisfies Tombstone));
     await this.#keepTombstone(stoneKey(h), h.pointSeq, h.transferId);
-    this.#cached.delete(entry.header.transferId);
-    await entry.remove();
+    await this.#drop(h.transferId);
   }
 
   async #condemn(itemId: string, reason: string): Promise<void> {
     this.#o.logger.error({ item: itemId, reason }, 'process server: cached data is damaged; dropping the item\'s cache and asking for a resync');
     for (const [id, t] of this.#cached) {
-      if (t.header.itemId === itemId && !this.#receiving.has(id)) await this.#drop(id);
+      if (t.header.itemId !== itemId) continue;
+      // One still arriving goes when its sender's connection ends (#receive).
+      if (this.#receiving.has(id)) t.condemned = true;
+      else await this.#drop(id);
     }
     await this.#o.link?.requestResync(itemId, reason);
   }

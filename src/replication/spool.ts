@@ -110,32 +110,60 @@ export class SpoolEntry {
     await writeFileAtomic(join(this.dir, 'state.json'), JSON.stringify(this.#state));
   }
 
-  /** Record `i` as sent: its data, checked against the source's checksum. */
-  async read(i: number): Promise<{ offset: number; data: Buffer }> {
-    const r = this.#records[i];
-    if (!r) throw new ReboundError('internal', 'spool-out-of-range', `Cache record ${i} of transfer ${this.header.transferId} does not exist.`);
-    const buf = Buffer.alloc(RECORD_HEAD + r.length);
-    await this.#fh.read(buf, 0, buf.length, r.pos);
-    const data = buf.subarray(RECORD_HEAD);
-    if (!checksum(data).equals(buf.subarray(12, 44))) {
-      throw new ReboundError('internal', 'spool-checksum-mismatch', `Cache record ${i} of transfer ${this.header.transferId} (offset ${r.offset}) no longer matches the source's checksum: the cache disk corrupted it.`, {
-        hint: 'The transfer is dropped from the cache and the agent resends the point.',
-      });
-    }
-    return { offset: r.offset, data };
-  }
-
-  extent(i: number): { offset: number; length: number } {
-    const r = this.#records[i]!;
-    return { offset: r.offset, length: r.length };
-  }
-
   async close(): Promise<void> { await this.#fh.close(); }
 
   async remove(): Promise<void> {
     await this.#fh.close().catch(() => undefined);
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Reads a cached transfer's records in order, each checked against the source's checksum, with
+ * a handle of its own: the forwarder reads while the receiver may still append to the log (and,
+ * after a reconnect, cut off what it never made durable). The caller reads only records the
+ * receiver has made durable, so nothing it reads is ever cut off.
+ */
+export class SpoolReader {
+  readonly #fh: FileHandle;
+  readonly #transferId: string;
+  /** The next record's index and position in the log. */
+  #index = 0;
+  #pos = 0;
+  readonly #head = Buffer.alloc(RECORD_HEAD);
+
+  private constructor(fh: FileHandle, transferId: string) {
+    this.#fh = fh;
+    this.#transferId = transferId;
+  }
+
+  static async open(dir: string, transferId: string): Promise<SpoolReader> {
+    return new SpoolReader(await open(join(dir, 'data.log'), 'r'), transferId);
+  }
+
+  /** Record `i` (at or after the last one read: records between are passed over by their heads). */
+  async read(i: number): Promise<{ offset: number; data: Buffer }> {
+    if (i < this.#index) throw new ReboundError('internal', 'spool-read-backwards', `Cache record ${i} of transfer ${this.#transferId} was asked for after record ${this.#index - 1}.`);
+    for (;;) {
+      const { bytesRead } = await this.#fh.read(this.#head, 0, RECORD_HEAD, this.#pos);
+      if (bytesRead !== RECORD_HEAD) throw new ReboundError('internal', 'spool-damaged', `Cache record ${this.#index} of transfer ${this.#transferId} is missing from its log.`);
+      const length = this.#head.readUInt32BE(8);
+      const at = this.#pos + RECORD_HEAD;
+      this.#pos = at + length;
+      if (this.#index++ < i) continue;
+      const data = Buffer.allocUnsafe(length);
+      const got = length === 0 ? 0 : (await this.#fh.read(data, 0, length, at)).bytesRead;
+      if (got !== length) throw new ReboundError('internal', 'spool-damaged', `Cache record ${i} of transfer ${this.#transferId} is cut short in its log.`);
+      if (!checksum(data).equals(this.#head.subarray(12, 44))) {
+        throw new ReboundError('internal', 'spool-checksum-mismatch', `Cache record ${i} of transfer ${this.#transferId} (offset ${Number(this.#head.readBigUInt64BE(0))}) no longer matches the source's checksum: the cache disk corrupted it.`, {
+          hint: 'The transfer is dropped from the cache and the agent resends the point.',
+        });
+      }
+      return { offset: Number(this.#head.readBigUInt64BE(0)), data };
+    }
+  }
+
+  async close(): Promise<void> { await this.#fh.close(); }
 }
 
 export class Spool {
@@ -154,23 +182,24 @@ export class Spool {
     return e;
   }
 
-  /** Transfers in the cache (after a restart): header and whether each is complete. */
-  async list(): Promise<{ transferId: string; header: TransferHeader; complete: boolean }[]> {
+  /** Transfers in the cache (after a restart): header, whether each is complete and the last
+   * record it made durable. */
+  async list(): Promise<{ transferId: string; header: TransferHeader; complete: boolean; ackedThrough: number }[]> {
     let names: string[];
     try {
       names = await readdir(this.root);
     } catch {
       return [];
     }
-    const out: { transferId: string; header: TransferHeader; complete: boolean }[] = [];
+    const out: { transferId: string; header: TransferHeader; complete: boolean; ackedThrough: number }[] = [];
     for (const n of names) {
       try {
         const header = JSON.parse(await readFile(join(this.root, n, 'header.json'), 'utf8')) as TransferHeader;
-        let complete = false;
+        let state: SpoolState = { ackedThrough: -1, bytes: 0, complete: false };
         try {
-          complete = (JSON.parse(await readFile(join(this.root, n, 'state.json'), 'utf8')) as SpoolState).complete;
+          state = JSON.parse(await readFile(join(this.root, n, 'state.json'), 'utf8')) as SpoolState;
         } catch { /* nothing acknowledged yet */ }
-        out.push({ transferId: n, header, complete });
+        out.push({ transferId: n, header, complete: state.complete, ackedThrough: state.ackedThrough });
       } catch {
         // A directory whose header never became durable: nothing in it was acknowledged.
         await rm(join(this.root, n), { recursive: true, force: true });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { checksum } from '../../src/datapath/checksum.ts';
 import { planDisk } from '../../src/replication/plan.ts';
-import { Spool, SpoolEntry } from '../../src/replication/spool.ts';
+import { Spool, SpoolEntry, SpoolReader } from '../../src/replication/spool.ts';
 import { Throttle } from '../../src/replication/throttle.ts';
 import type { TransferHeader } from '../../src/replication/wire.ts';
 
@@ -58,15 +58,24 @@ test('the cache keeps what it acknowledged and cuts off what it did not, across 
     const again = await SpoolEntry.open(spool.dirOf('p1.0'));
     assert.equal(again.ackedThrough, 1);
     assert.equal(again.records, 2);
-    assert.deepEqual((await again.read(1)).data, blocks[1]);
     assert.equal((await stat(join(spool.dirOf('p1.0'), 'data.log'))).size, again.bytes);
+    // A reader (the forwarder's) reads durable records while the receiver appends more.
+    const reader = await SpoolReader.open(spool.dirOf('p1.0'), 'p1.0');
+    await again.append(2, 131072, blocks[2]!, checksum(blocks[2]!));
+    assert.deepEqual(await reader.read(1), { offset: 65536, data: blocks[1] }, 'record 0 is passed over by its head');
+    await again.checkpoint(2, true);
+    assert.deepEqual(await reader.read(2), { offset: 131072, data: blocks[2] });
+    await assert.rejects(reader.read(0), (err: Error & { code?: string }) => err.code === 'spool-read-backwards');
+    await reader.close();
     // A record damaged on the cache disk is caught by the source's checksum when read.
     const fh = await open(join(spool.dirOf('p1.0'), 'data.log'), 'r+');
     await fh.write(Buffer.from([0xff ^ blocks[0]![10]!]), 0, 1, 44 + 10);
     await fh.close();
-    await assert.rejects(again.read(0), (err: Error & { code?: string }) => err.code === 'spool-checksum-mismatch');
+    const damaged = await SpoolReader.open(spool.dirOf('p1.0'), 'p1.0');
+    await assert.rejects(damaged.read(0), (err: Error & { code?: string }) => err.code === 'spool-checksum-mismatch');
+    await damaged.close();
     await again.close();
-    assert.deepEqual((await spool.list()).map((t) => [t.transferId, t.complete]), [['p1.0', false]]);
+    assert.deepEqual((await spool.list()).map((t) => [t.transferId, t.complete, t.ackedThrough]), [['p1.0', true, 2]]);
     assert.throws(() => spool.dirOf('../x'), /cannot use/);
   } finally {
     await rm(dir, { recursive: true, force: true });
