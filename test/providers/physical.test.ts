@@ -206,17 +206,24 @@ describe('points by digest', () => {
     const first = await p.takePoint('db');
     assert.equal(first.disks[0]!.changes.kind, 'all');
     assert.equal(first.disks[0]!.disk.sizeBytes, size);
+    // No digest pass: the disk is read as it is sent, so there is nothing to freeze around.
+    assert.equal(first.consistency, 'crash');
+    assert.match(first.freezeError ?? '', /read as it is sent/);
+    assert.equal(await readFile(join(root, 'log-db'), 'utf8').catch(() => ''), '');
     const allocated = await first.disks[0]!.allocated!();
     const total = allocated.reduce((n, e) => n + e.length, 0);
     assert.ok(allocated.some((e) => e.offset <= 0 && e.offset + e.length >= MiB), JSON.stringify(allocated));
     assert.ok(allocated.some((e) => e.offset <= 8 * MiB && e.offset + e.length >= 8 * MiB + 300 * KiB), JSON.stringify(allocated));
     assert.ok(total < 2 * MiB, `allocated ${total} bytes of a mostly sparse disk`);
-    assert.deepEqual(await readFile(join(root, 'log-db'), 'utf8'), 'freeze\nthaw\n');
     await rejectsWith(p.takePoint('db'), 'point-open');
+    // As the agent does: every allocated range is read (sent), and its digests are learnt.
+    for (const e of allocated) await first.disks[0]!.read(e.offset, e.length);
     await p.releasePoint(first, { consumed: true });
 
     const nothing = await p.takePoint('db');
-    assert.deepEqual(changedExtents(nothing), []);
+    assert.deepEqual(changedExtents(nothing), [], 'the learnt digests are what the disk holds');
+    assert.equal(nothing.consistency, 'app');
+    assert.deepEqual(await readFile(join(root, 'log-db'), 'utf8'), 'freeze\nthaw\n');
     await p.releasePoint(nothing, { consumed: true });
 
     const writes = [
@@ -293,11 +300,45 @@ describe('points by digest', () => {
     await fresh.releasePoint(next, { consumed: true });
   });
 
+  test('a first point learns its digests from what it sends; what an earlier process sent, or nothing read, is sent again, never a hole', async () => {
+    const path = await sparseDisk('learn.raw', 4 * MiB);
+    const x = await ddWrite(path, 0, 4 * BLOCK); // blocks 0-3
+    await ddWrite(path, MiB, 2 * BLOCK); // blocks 16-17
+    const q = new PhysicalProvider({ root });
+    await q.define(physicalMachine('learn', [path]));
+    await q.startTracking('learn');
+    const first = await q.takePoint('learn');
+    assert.deepEqual(first.disks[0]!.changes, { kind: 'all', reason: 'first point since tracking started: no earlier digests to compare with' });
+    // Blocks 0-1 are sent, then the agent restarts; the new one sends blocks 2-3 and 16-17.
+    assert.deepEqual(await first.disks[0]!.read(0, 2 * BLOCK), x.subarray(0, 2 * BLOCK));
+    const restarted = new PhysicalProvider({ root });
+    const adopted = await restarted.adoptPoint('learn');
+    assert.equal(adopted?.id, first.id);
+    await adopted!.disks[0]!.read(2 * BLOCK, 2 * BLOCK);
+    await adopted!.disks[0]!.read(MiB + BLOCK / 2, BLOCK / 2); // block 16 only in part
+    await adopted!.disks[0]!.read(MiB + BLOCK, BLOCK);
+    await restarted.releasePoint(adopted!, { consumed: true });
+    // Block 17 was zeroed since it was sent, and a hole was written (block 40).
+    await writeFile(join(dir, 'zeros'), Buffer.alloc(BLOCK));
+    await run('dd', [`if=${join(dir, 'zeros')}`, `of=${path}`, `seek=${MiB + BLOCK}`, 'oflag=seek_bytes', 'conv=notrunc', 'status=none']);
+    await ddWrite(path, 40 * BLOCK, 4096);
+    const next = await restarted.takePoint('learn');
+    assert.deepEqual(changedExtents(next), [
+      { offset: 0, length: 2 * BLOCK }, // sent by the process that died: its digests were never saved
+      { offset: MiB, length: 2 * BLOCK }, // 16 read in part; 17 zeroed since
+      { offset: 40 * BLOCK, length: BLOCK }, // a hole then, written since
+    ]);
+    await restarted.releasePoint(next, { consumed: true });
+    await q.releasePoint(first, { consumed: false }); // closes the dead process's handles: nothing else
+  });
+
   test('a failed freeze takes no point and thaws; a damaged base is lost, not a silent full copy', async () => {
     const q = new PhysicalProvider({ root });
     const failing = await sparseDisk('fz.raw', MiB);
     await q.define(physicalMachine('fz', [failing], { freeze: 'echo cannot freeze >&2; exit 3', thaw: 'sh hooks/thaw.sh' }));
     await q.startTracking('fz');
+    const firstFz = await q.takePoint('fz'); // read as it is sent: no freeze
+    await q.releasePoint(firstFz, { consumed: true });
     await rejectsWith(q.takePoint('fz'), 'machine-freeze-failed', /cannot freeze/);
     assert.equal(await readFile(join(root, 'log-fz'), 'utf8'), 'thaw\n');
     assert.equal(await q.adoptPoint('fz'), null);

@@ -2,15 +2,19 @@
 // by the agent where it runs. There is no hypervisor to ask, so
 //   - power is hook commands from the machine's definition (start, stop, status); without a
 //     stop hook the machine cannot be shut down, and planned failover is refused;
-//   - changes are found by digesting every disk (BLAKE3 per 256 KiB block) at each point and
-//     comparing with the digests saved when the previous point was consumed;
+//   - changes are found by digesting every disk (BLAKE3 per 64 KiB block) at each point and
+//     comparing with the digests saved when the previous point was consumed; a disk with no
+//     earlier digests (a first copy, a resync) is sent whole and its digests are learnt from the
+//     reads that send it, so its data is read once, not twice;
 //   - consistency is the freeze/thaw hooks around the digest pass (fsfreeze, a database's
 //     backup mode); without them a point is only as consistent as a disk read while it changes.
 // A point reads the live disks, so its content is not frozen in time: a block written after
 // the digest pass is sent as it is now. Every block read is digested again, and one whose
 // content differs from the point's digest is saved in the base with a digest no content has,
-// so the next point sends it again whatever happens to it meanwhile (see docs/providers.md). All state is on disk (tracking-state.ts), so a restarted agent adopts
-// the point it had open, with the same id, instant and changes.
+// so the next point sends it again whatever happens to it meanwhile (see docs/providers.md). All
+// state is on disk (tracking-state.ts), so a restarted agent adopts the point it had open, with
+// the same id, instant and changes (a learnt map learns only from the reads after the restart:
+// what was sent before it is sent again by the next point).
 import { randomUUID } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { mkdir, open as fsOpen, readdir, rename, rm, stat } from 'node:fs/promises';
@@ -311,19 +315,27 @@ export class PhysicalProvider implements MachineProvider {
       const id = randomUUID();
       const disks: OpenDisk[] = [];
       const takenAt = new Date();
+      // A disk with no earlier digests to compare with (the first point since tracking started,
+      // a disk now at another path or digested by another block size) sends all its data anyway:
+      // its digests are learnt from the reads that send it (#check), not from a pass of their
+      // own, which read the whole disk once more before its first byte went out.
+      const fresh: (string | null)[] = [];
+      for (const [i, d] of def.disks.entries()) fresh.push(await this.#noBase(files, base?.disks[i], d.path, marker.blockSize));
       const maps: DigestMap[] = [];
-      await this.#frozen(def, signal, async () => {
-        for (const d of def.disks) {
-          signal?.throwIfAborted();
-          maps.push(await digestFile(d.path, { blockSize: marker.blockSize, ...(signal ? { signal } : {}) }));
-        }
-      });
+      const digest = async (i: number): Promise<void> => {
+        signal?.throwIfAborted();
+        const d = def.disks[i]!;
+        maps[i] = fresh[i] === null ? await digestFile(d.path, { blockSize: marker.blockSize, ...(signal ? { signal } : {}) }) : await unknownMap(d.path, marker.blockSize);
+      };
+      if (fresh.some((r) => r === null)) await this.#frozen(def, signal, async () => { for (const i of def.disks.keys()) if (fresh[i] === null) await digest(i); });
+      for (const i of def.disks.keys()) if (fresh[i] !== null) await digest(i);
       for (const [i, d] of def.disks.entries()) {
         const map = maps[i]!;
         const info: DiskInfo = { id: `disk${i}`, path: d.path, format: 'raw', sizeBytes: map.size };
         const mapName = `${id}.${i}.dg`;
         await files.writeMap(mapName, map);
-        disks.push({ disk: info, changes: await this.#changes(files, base?.disks[i], d.path, map), map: mapName });
+        const why = fresh[i] ?? null;
+        disks.push({ disk: info, changes: why === null ? await this.#changes(files, base!.disks[i]!, map) : { kind: 'all', reason: why }, map: mapName, ...(why === null ? {} : { learn: true }) });
       }
       await fsyncDir(files.mapsDir);
       const state: OpenState = { id, machine: name, takenAt: takenAt.toISOString(), disks };
@@ -331,16 +343,26 @@ export class PhysicalProvider implements MachineProvider {
       this.#handles.set(id, newReads());
       return state;
     });
-    // The freeze hook (when there is one) ran and succeeded around the digest pass.
+    // The freeze hook (when there is one) ran and succeeded around the digest pass; a disk read
+    // live as it is sent (learnt) cannot be frozen, so such a point is crash-consistent.
+    const live = open.disks.some((d) => d.learn);
+    if (def.hooks?.freeze && live) return { ...this.#point(open), consistency: 'crash', freezeError: 'a disk with no earlier digests is read as it is sent, so this point cannot be frozen' };
     return { ...this.#point(open), consistency: def.hooks?.freeze ? 'app' : 'crash' };
   }
 
-  async #changes(files: TrackingFiles, base: { path: string; map: string } | undefined, path: string, map: DigestMap): Promise<DiskChanges> {
-    if (!base) return { kind: 'all', reason: 'first point since tracking started: no earlier digests to compare with' };
-    if (base.path !== path) return { kind: 'all', reason: `the disk is now ${path}, not ${base.path}` };
+  /** Why a disk has no earlier digests to compare with, or null when it has. */
+  async #noBase(files: TrackingFiles, base: { path: string; map: string } | undefined, path: string, blockSize: number): Promise<string | null> {
+    if (!base) return 'first point since tracking started: no earlier digests to compare with';
+    if (base.path !== path) return `the disk is now ${path}, not ${base.path}`;
     const old = await files.readMap(base.map);
     if (typeof old === 'string') throw new ReboundError('internal', 'digest-map-vanished', `The digest map of ${path} disappeared while a point was taken: ${old}.`);
-    if (old.blockSize !== map.blockSize) return { kind: 'all', reason: `the digest block size changed from ${old.blockSize} to ${map.blockSize}` };
+    if (old.blockSize !== blockSize) return `the digest block size changed from ${old.blockSize} to ${blockSize}`;
+    return null;
+  }
+
+  async #changes(files: TrackingFiles, base: { path: string; map: string }, map: DigestMap): Promise<DiskChanges> {
+    const old = await files.readMap(base.map);
+    if (typeof old === 'string') throw new ReboundError('internal', 'digest-map-vanished', `The digest map of ${base.path} disappeared while a point was taken: ${old}.`);
     return { kind: 'extents', extents: diffDigests(old, map), granularity: map.blockSize };
   }
 
@@ -399,6 +421,7 @@ export class PhysicalProvider implements MachineProvider {
       signal?.throwIfAborted();
       const files = this.tracking(point.machine);
       const open = await files.readOpen();
+      const reads = this.#handles.get(point.id);
       await this.#closeHandles(point.id);
       if (!open || open.id !== point.id) {
         // Released twice (a restart between saving the base and removing open.json): nothing left to do.
@@ -408,6 +431,12 @@ export class PhysicalProvider implements MachineProvider {
         // Blocks sent with other content than digested get a digest no content has, so the
         // next point sends them again (a block changed after the digest and changed back
         // before the next one would otherwise be missed).
+        // A learnt map holds the digests of what was read (sent) in this process; what an
+        // earlier process read keeps "no content has", so the next point sends it again.
+        for (const [i, d] of open.disks.entries()) {
+          const learnt = d.learn ? await reads?.maps.get(i) : undefined;
+          if (learnt !== undefined && typeof learnt !== 'string') await files.writeMap(d.map, learnt);
+        }
         const dirty = await files.readDirty(open.id);
         for (const [i, d] of open.disks.entries()) {
           const blocks = dirty.filter((x) => x.disk === i);
@@ -467,6 +496,7 @@ export class PhysicalProvider implements MachineProvider {
     }
     const map = await mapP;
     if (typeof map === 'string') throw lostError(open.machine, { state: 'lost', problems: [{ disk: d.disk.id, reason: map }] });
+    if (d.learn) return learn(map, offset, buf);
     let verified = reads.verified.get(disk);
     if (!verified) reads.verified.set(disk, (verified = new Set()));
     const bs = map.blockSize;
@@ -580,6 +610,31 @@ interface PointReads {
 }
 
 const newReads = (): PointReads => ({ files: new Map(), maps: new Map(), verified: new Map() });
+
+/** A map for a disk whose digests are to be learnt: "no content has" on its data, zeros (the
+ * digest of a zero block) on its holes. A block never read stays "no content has", so it is sent
+ * again by the next point unless it is a hole still. */
+async function unknownMap(path: string, blockSize: number): Promise<DigestMap> {
+  const size = await sizeOf(path);
+  const digests = Buffer.alloc(Math.ceil(size / blockSize) * DIGEST_BYTES);
+  for (const e of await dataExtents(path, blockSize, size)) {
+    digests.fill(0xff, Math.floor(e.offset / blockSize) * DIGEST_BYTES, Math.ceil((e.offset + e.length) / blockSize) * DIGEST_BYTES);
+  }
+  return { blockSize, size, digests };
+}
+
+/** Records the digests of the whole blocks in a read (what is sent of them); a block read only in
+ * part is "no content has" until it is read whole. */
+function learn(map: DigestMap, offset: number, buf: Buffer): void {
+  const bs = map.blockSize;
+  const end = Math.min(offset + buf.length, map.size);
+  for (let b = Math.floor(offset / bs); b * bs < end; b++) {
+    const start = b * bs;
+    const len = Math.min(bs, map.size - start);
+    if (start >= offset && start + len <= offset + buf.length) blockDigest(buf.subarray(start - offset, start - offset + len)).copy(map.digests, b * DIGEST_BYTES);
+    else map.digests.fill(0xff, b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES);
+  }
+}
 
 async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
   const buf = Buffer.alloc(length);

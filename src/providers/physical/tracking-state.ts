@@ -39,6 +39,8 @@ export interface OpenDisk {
   disk: DiskInfo;
   changes: DiskChanges;
   map: string;
+  /** The map is learnt from the point's reads (no earlier digests): see PhysicalProvider. */
+  learn?: boolean;
 }
 
 export interface OpenState {
