@@ -1,5 +1,6 @@
 // Many frames over one connection, with acknowledgements and resumption. A transfer is a fixed,
-// ordered plan of extents; frame sequence number = index in the plan, and the END frame's
+// ordered plan of extents (known up front, or as its data comes: a relay forwarding what still
+// arrives); frame sequence number = index in the plan, and the END frame's
 // sequence number is the plan's length. The receiver applies frames as they come and, every
 // half window of frames and at the end, checkpoints (makes everything applied durable) and then
 // acknowledges cumulatively up to there; it keeps `ackedThrough` itself, tells the sender on
@@ -34,7 +35,8 @@ export interface PlannedExtent {
  * still arriving. `next` is called with each sequence number to send, in increasing order. */
 export interface StreamedPlan {
   frames: number;
-  next(seq: number): Promise<{ extent: PlannedExtent; data: Uint8Array }>;
+  /** `checksum`: the data's BLAKE3, when the source has just verified it (not hashed again). */
+  next(seq: number): Promise<{ extent: PlannedExtent; data: Uint8Array; checksum?: Buffer }>;
 }
 
 interface SendCommon {
@@ -200,13 +202,22 @@ export async function sendTransfer(socket: Duplex, opts: SendOptions): Promise<S
     if (ackError !== undefined && lastAck < until) throw ackError;
   };
   let sent = 0;
+  // One frame is read ahead, so the source's read (a disk, a cache) overlaps the sealing and
+  // sending of the frame before it.
+  let ahead: Promise<Awaited<ReturnType<StreamedPlan['next']>>> | undefined;
+  const fetch = (seq: number): void => {
+    ahead = seq < endSeq ? source.next(seq) : undefined;
+    ahead?.catch(() => undefined); // awaited below; a send that fails first leaves it unread
+  };
   try {
+    fetch(ackedThrough + 1);
     for (let seq = ackedThrough + 1; seq < endSeq; seq++) {
-      const { extent: e, data } = await source.next(seq);
+      const { extent: e, data, checksum } = await ahead!;
+      fetch(seq + 1);
       if (e.length > MAX_FRAME_EXTENT) throw new ReboundError('invalid', 'frame-extent-too-large', `An extent of ${e.length} bytes is larger than one frame carries (${MAX_FRAME_EXTENT}).`);
       if (data.length !== e.length) throw new ReboundError('internal', 'transfer-short-read', `Reading ${e.diskId} at ${e.offset} gave ${data.length} bytes instead of ${e.length}.`);
       await waitAcks(seq - window);
-      await write(socket, encodeDataFrame(key, seq, { ...e, data }, opts.zstdLevel === undefined ? DEFAULT_ZSTD_LEVEL : opts.zstdLevel));
+      await write(socket, encodeDataFrame(key, seq, { ...e, data, ...(checksum ? { checksum } : {}) }, opts.zstdLevel === undefined ? DEFAULT_ZSTD_LEVEL : opts.zstdLevel));
       sent++;
     }
     await write(socket, encodeEndFrame(key, endSeq));

@@ -56,6 +56,8 @@ export interface ExtentToSend {
   pointId: string;
   offset: number;
   data: Uint8Array;
+  /** The data's BLAKE3 when the caller has just verified it (a relay's cache): not hashed again. */
+  checksum?: Buffer;
 }
 
 const frameError = (code: string, message: string, details?: Record<string, unknown>): ReboundError =>
@@ -144,7 +146,7 @@ function seal(key: SessionKey, header: FrameHeader, plain: Buffer[]): Buffer {
 /** Seals one extent as a data frame (length prefix included). */
 export function encodeDataFrame(key: SessionKey, seq: number, e: ExtentToSend, zstdLevel: number | null = DEFAULT_ZSTD_LEVEL): Buffer {
   if (e.data.length > MAX_FRAME_EXTENT) throw invalid('frame-extent-too-large', `An extent of ${e.data.length} bytes is larger than a frame carries (${MAX_FRAME_EXTENT}); split it.`);
-  const sum = blake3sum(e.data);
+  const sum = e.checksum ?? blake3sum(e.data);
   let flags = 0;
   let payload: Buffer;
   if (isZero(e.data)) {

@@ -324,10 +324,11 @@ export class ProcessServer {
           frames: h.frames,
           next: async (seq) => {
             await this.#forwardable(h.transferId, seq);
-            const { offset, data } = await reader.read(seq);
+            // Verified against the source's checksum as it is read: the frame reuses it.
+            const { offset, data, checksum } = await reader.read(seq);
             if (throttle) await throttle.take(data.length, this.#abort.signal);
             this.stats.bytesOut += data.length;
-            return { extent: { itemId: h.itemId, diskId: h.diskId, pointId: h.pointId, offset, length: data.length } satisfies PlannedExtent, data };
+            return { extent: { itemId: h.itemId, diskId: h.diskId, pointId: h.pointId, offset, length: data.length } satisfies PlannedExtent, data, checksum };
           },
         },
       });

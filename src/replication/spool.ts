@@ -142,7 +142,7 @@ export class SpoolReader {
   }
 
   /** Record `i` (at or after the last one read: records between are passed over by their heads). */
-  async read(i: number): Promise<{ offset: number; data: Buffer }> {
+  async read(i: number): Promise<{ offset: number; data: Buffer; checksum: Buffer }> {
     if (i < this.#index) throw new ReboundError('internal', 'spool-read-backwards', `Cache record ${i} of transfer ${this.#transferId} was asked for after record ${this.#index - 1}.`);
     for (;;) {
       const { bytesRead } = await this.#fh.read(this.#head, 0, RECORD_HEAD, this.#pos);
@@ -154,12 +154,13 @@ export class SpoolReader {
       const data = Buffer.allocUnsafe(length);
       const got = length === 0 ? 0 : (await this.#fh.read(data, 0, length, at)).bytesRead;
       if (got !== length) throw new ReboundError('internal', 'spool-damaged', `Cache record ${i} of transfer ${this.#transferId} is cut short in its log.`);
-      if (!checksum(data).equals(this.#head.subarray(12, 44))) {
+      const sum = Buffer.from(this.#head.subarray(12, 44));
+      if (!checksum(data).equals(sum)) {
         throw new ReboundError('internal', 'spool-checksum-mismatch', `Cache record ${i} of transfer ${this.#transferId} (offset ${Number(this.#head.readBigUInt64BE(0))}) no longer matches the source's checksum: the cache disk corrupted it.`, {
           hint: 'The transfer is dropped from the cache and the agent resends the point.',
         });
       }
-      return { offset: Number(this.#head.readBigUInt64BE(0)), data };
+      return { offset: Number(this.#head.readBigUInt64BE(0)), data, checksum: sum };
     }
   }
 

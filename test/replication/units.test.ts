@@ -62,9 +62,9 @@ test('the cache keeps what it acknowledged and cuts off what it did not, across 
     // A reader (the forwarder's) reads durable records while the receiver appends more.
     const reader = await SpoolReader.open(spool.dirOf('p1.0'), 'p1.0');
     await again.append(2, 131072, blocks[2]!, checksum(blocks[2]!));
-    assert.deepEqual(await reader.read(1), { offset: 65536, data: blocks[1] }, 'record 0 is passed over by its head');
+    assert.deepEqual(await reader.read(1), { offset: 65536, data: blocks[1], checksum: checksum(blocks[1]!) }, 'record 0 is passed over by its head');
     await again.checkpoint(2, true);
-    assert.deepEqual(await reader.read(2), { offset: 131072, data: blocks[2] });
+    assert.deepEqual(await reader.read(2), { offset: 131072, data: blocks[2], checksum: checksum(blocks[2]!) });
     await assert.rejects(reader.read(0), (err: Error & { code?: string }) => err.code === 'spool-read-backwards');
     await reader.close();
     // A record damaged on the cache disk is caught by the source's checksum when read.
