@@ -637,11 +637,14 @@ function learn(map: DigestMap, offset: number, buf: Buffer): void {
 }
 
 async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {
-  const buf = Buffer.alloc(length);
+  const buf = Buffer.allocUnsafe(length);
   let got = 0;
   while (got < length) {
     const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-    if (bytesRead === 0) break; // past the end of a disk that shrank: the rest reads as zeros
+    if (bytesRead === 0) {
+      buf.fill(0, got); // past the end of a disk that shrank: the rest reads as zeros
+      break;
+    }
     got += bytesRead;
   }
   return buf;
