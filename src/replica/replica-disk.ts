@@ -52,8 +52,13 @@ const START_TIMEOUT_MS = 30_000;
 const SCRUB_ATTEMPTS = 3;
 const LOST_CONNECTION = new Set(['nbd-closed', 'nbd-timeout']);
 /** LUKS PBKDF time per keyslot. The secret is a random 256-bit key, not a password, so key
- * stretching adds nothing; QEMU's benchmark still costs ~1 s per image created or rekeyed. */
-const LUKS_ITER_MS = 10;
+ * stretching adds nothing; QEMU's benchmark still costs ~1 s per image created or rekeyed (so
+ * images are copies of a template). Every image of a chain is unlocked each time the chain is
+ * opened (a point's qemu-nbd, a view): measured here, 21 ms per image at 10 ms, 9 ms at 2 ms,
+ * 5 ms unencrypted, which at a 1 s policy's dozens of layers was most of a point's cost. 1 ms is
+ * too short for QEMU to calibrate ("Unable to get accurate CPU usage", 1 time in 6; runQemu
+ * retries that). */
+const LUKS_ITER_MS = 2;
 
 export interface AtRestKey {
   id: string;
@@ -517,19 +522,20 @@ export class ReplicaDisk {
   async #createImage(file: string, backingFile: string | null, rel = '', backing?: { name: string; format: 'raw' | 'qcow2' }, plain = false): Promise<void> {
     const opts = [`cluster_size=${this.#m.blockSize}`];
     const secrets = this.secrets();
-    if (this.#m.encryption && !plain && (backing || backingFile)) {
-      // An encrypted layer is a copy of the replica's empty encrypted template with its backing
-      // pointer set (`rebase -u` writes only the header): creating a LUKS image costs about a
-      // second of QEMU's PBKDF benchmark, opening one only the configured 10 ms.
+    if (this.#m.encryption && !plain) {
+      // An encrypted image is a copy of the replica's empty encrypted template, a layer's with
+      // its backing pointer set (`rebase -u` writes only the header): creating a LUKS image
+      // costs about a second of QEMU's PBKDF benchmark, opening one only LUKS_ITER_MS.
       const template = await this.#template();
       const dest = resolve(this.dir, file);
       await copyFile(template, dest);
-      const name = backing?.name ?? backingName(join(this.dir, backingFile!), rel + backingFile!, SECRET_ID);
-      await runQemu('qemu-img', ['rebase', '-u', '-b', name, '-F', backing?.format ?? 'qcow2', jsonName({ path: dest, secretId: SECRET_ID })], secrets);
+      if (backing || backingFile) {
+        const name = backing?.name ?? backingName(join(this.dir, backingFile!), rel + backingFile!, SECRET_ID);
+        await runQemu('qemu-img', ['rebase', '-u', '-b', name, '-F', backing?.format ?? 'qcow2', jsonName({ path: dest, secretId: SECRET_ID })], secrets);
+      }
       await fsyncPath(dest);
       return;
     }
-    if (this.#m.encryption && !plain) opts.push('encrypt.format=luks', `encrypt.key-secret=${SECRET_ID}`, `encrypt.iter-time=${LUKS_ITER_MS}`);
     const args = ['create', '-q', '-f', 'qcow2', '-o', opts.join(',')];
     if (backing) args.push('-b', backing.name, '-F', backing.format);
     else if (backingFile) args.push('-b', backingName(join(this.dir, backingFile), rel + backingFile, this.#m.encryption ? SECRET_ID : null), '-F', 'qcow2');
