@@ -12,7 +12,7 @@
 //   5. resync by block digests (src/datapath/digest.ts) vs `rsync --inplace --no-whole-file`.
 // Prints one JSON document (the harness renders its `markdown` and tabulates the rest). It
 // measures; it asserts only that each method produced a correct copy.
-// Usage: node bench/replication.ts [--quick | --smoke] [--out DIR] [--parts initial,delta,rpo,store,resync] [--resume] [--keep]
+// Usage: node bench/replication.ts [--quick | --smoke] [--out DIR] [--parts initial,delta,rpo,store,resync] [--rpo KEY,…] [--resume] [--keep]
 //   --quick: one run of smaller sizes; --smoke: tiny sizes and windows, for the CI shape test
 //   (its numbers mean nothing); --resume: reuse parts saved in OUT/replication.partial.MODE.json by
 //   an interrupted run of the same commit (or REBOUND_BENCH_RESUME=1 through the harness); --keep: leave the scratch directory. Run it niced.
@@ -93,10 +93,17 @@ const S = SIZES[mode];
 interface RpoConfig { key: string; rateBps: number; frequency: 1 | 30; encryption: 'aes-256-gcm' | 'none'; label: string }
 /** The default policy's transport (zstd, AES-256 at rest) at both rates and frequencies, and the
  * 1 s policy without encryption at rest (each point's LUKS overlay costs seconds to create). */
-const RPO_CONFIGS: RpoConfig[] = [
+const ALL_RPO_CONFIGS: RpoConfig[] = [
   ...([[10, 1], [50, 1], [10, 30], [50, 30]] as const).map(([mb, fq]) => ({ key: `${mb}MBps-${fq}s`, rateBps: mb * 1e6, frequency: fq, encryption: S.atRest, label: `${mb} MB/s, ${fq} s policy` })),
   ...([10, 50] as const).map((mb) => ({ key: `${mb}MBps-1s-plain`, rateBps: mb * 1e6, frequency: 1 as const, encryption: 'none' as const, label: `${mb} MB/s, 1 s, no LUKS` })),
 ];
+/** --rpo KEY,KEY: only these RPO configurations (to look into one; the report wants them all). */
+const RPO_CONFIGS = ((only) => {
+  if (only === undefined) return ALL_RPO_CONFIGS;
+  const keys = only.split(',');
+  for (const k of keys) if (!ALL_RPO_CONFIGS.some((c) => c.key === k)) throw new Error(`--rpo: '${k}' is not one of ${ALL_RPO_CONFIGS.map((c) => c.key).join(', ')}.`);
+  return ALL_RPO_CONFIGS.filter((c) => keys.includes(c.key));
+})(argValue('--rpo'));
 
 // ---------------------------------------------------------------- small helpers
 

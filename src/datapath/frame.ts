@@ -197,7 +197,9 @@ export function decodeFrame(key: SessionKey, frame: Buffer, expectedSeq: number)
   decipher.setAuthTag(body.subarray(body.length - TAG_BYTES));
   let plain: Buffer;
   try {
-    plain = Buffer.concat([decipher.update(body.subarray(headerLength, headerLength + bodyLength)), decipher.final()]);
+    const head = decipher.update(body.subarray(headerLength, headerLength + bodyLength));
+    const tail = decipher.final(); // empty for GCM: no second copy of the frame
+    plain = tail.length === 0 ? head : Buffer.concat([head, tail]);
   } catch {
     throw frameError('frame-auth-failed', `Frame ${header.seq} failed authentication: it was altered in transit or sealed with another key.`, { seq: header.seq });
   }
