@@ -300,7 +300,7 @@ describe('points by digest', () => {
     await fresh.releasePoint(next, { consumed: true });
   });
 
-  test('a first point learns its digests from what it sends; what an earlier process sent, or nothing read, is sent again, never a hole', async () => {
+  test('a first point learns its digests from what it sends, across a restart; a block read only in part is sent again, a hole only once written', async () => {
     const path = await sparseDisk('learn.raw', 4 * MiB);
     const x = await ddWrite(path, 0, 4 * BLOCK); // blocks 0-3
     await ddWrite(path, MiB, 2 * BLOCK); // blocks 16-17
@@ -324,7 +324,7 @@ describe('points by digest', () => {
     await ddWrite(path, 40 * BLOCK, 4096);
     const next = await restarted.takePoint('learn');
     assert.deepEqual(changedExtents(next), [
-      { offset: 0, length: 2 * BLOCK }, // sent by the process that died: its digests were never saved
+      // Blocks 0-1, sent by the process that died, are not sent again: what it learnt is kept.
       { offset: MiB, length: 2 * BLOCK }, // 16 read in part; 17 zeroed since
       { offset: 40 * BLOCK, length: BLOCK }, // a hole then, written since
     ]);

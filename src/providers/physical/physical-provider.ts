@@ -13,8 +13,8 @@
 // content differs from the point's digest is saved in the base with a digest no content has,
 // so the next point sends it again whatever happens to it meanwhile (see docs/providers.md). All
 // state is on disk (tracking-state.ts), so a restarted agent adopts the point it had open, with
-// the same id, instant and changes (a learnt map learns only from the reads after the restart:
-// what was sent before it is sent again by the next point).
+// the same id, instant and changes (a learnt map is updated in its file as blocks are read, so
+// what the killed agent learnt is kept).
 import { randomUUID } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { mkdir, open as fsOpen, readdir, rename, rm, stat } from 'node:fs/promises';
@@ -50,7 +50,7 @@ import {
 import type { PhysicalDefinition, PhysicalHooks } from './definition.ts';
 import { runHook, runHookChecked } from './hooks.ts';
 import { TrackingFiles } from './tracking-state.ts';
-import type { OpenDisk, OpenState } from './tracking-state.ts';
+import type { MapUpdater, OpenDisk, OpenState } from './tracking-state.ts';
 
 const run = promisify(execFile);
 
@@ -421,7 +421,6 @@ export class PhysicalProvider implements MachineProvider {
       signal?.throwIfAborted();
       const files = this.tracking(point.machine);
       const open = await files.readOpen();
-      const reads = this.#handles.get(point.id);
       await this.#closeHandles(point.id);
       if (!open || open.id !== point.id) {
         // Released twice (a restart between saving the base and removing open.json): nothing left to do.
@@ -431,12 +430,9 @@ export class PhysicalProvider implements MachineProvider {
         // Blocks sent with other content than digested get a digest no content has, so the
         // next point sends them again (a block changed after the digest and changed back
         // before the next one would otherwise be missed).
-        // A learnt map holds the digests of what was read (sent) in this process; what an
-        // earlier process read keeps "no content has", so the next point sends it again.
-        for (const [i, d] of open.disks.entries()) {
-          const learnt = d.learn ? await reads?.maps.get(i) : undefined;
-          if (learnt !== undefined && typeof learnt !== 'string') await files.writeMap(d.map, learnt);
-        }
+        // A learnt map was updated in place as its blocks were read (by this process, or by one
+        // killed before it): made durable before the base names it.
+        for (const d of open.disks) if (d.learn) await fsyncPath(files.mapFile(d.map));
         const dirty = await files.readDirty(open.id);
         for (const [i, d] of open.disks.entries()) {
           const blocks = dirty.filter((x) => x.disk === i);
@@ -496,7 +492,16 @@ export class PhysicalProvider implements MachineProvider {
     }
     const map = await mapP;
     if (typeof map === 'string') throw lostError(open.machine, { state: 'lost', problems: [{ disk: d.disk.id, reason: map }] });
-    if (d.learn) return learn(map, offset, buf);
+    if (d.learn) {
+      let up = reads.learnt.get(disk);
+      if (!up) {
+        up = this.tracking(open.machine).openMapForUpdate(d.map);
+        reads.learnt.set(disk, up);
+      }
+      const { firstBlock, digests } = learn(map, offset, buf);
+      await (await up).write(firstBlock, digests);
+      return;
+    }
     let verified = reads.verified.get(disk);
     if (!verified) reads.verified.set(disk, (verified = new Set()));
     const bs = map.blockSize;
@@ -517,6 +522,7 @@ export class PhysicalProvider implements MachineProvider {
     const reads = this.#handles.get(pointId);
     this.#handles.delete(pointId);
     for (const h of reads?.files.values() ?? []) await (await h.catch(() => undefined))?.close();
+    for (const u of reads?.learnt.values() ?? []) await (await u.catch(() => undefined))?.close();
   }
 
   // ---- recovery side ----
@@ -607,9 +613,11 @@ interface PointReads {
   files: Map<number, Promise<FileHandle>>;
   maps: Map<number, Promise<DigestMap | string>>;
   verified: Map<number, Set<number>>;
+  /** Learnt maps, updated in place as their blocks are read. */
+  learnt: Map<number, Promise<MapUpdater>>;
 }
 
-const newReads = (): PointReads => ({ files: new Map(), maps: new Map(), verified: new Map() });
+const newReads = (): PointReads => ({ files: new Map(), maps: new Map(), verified: new Map(), learnt: new Map() });
 
 /** A map for a disk whose digests are to be learnt: "no content has" on its data, zeros (the
  * digest of a zero block) on its holes. A block never read stays "no content has", so it is sent
@@ -624,16 +632,19 @@ async function unknownMap(path: string, blockSize: number): Promise<DigestMap> {
 }
 
 /** Records the digests of the whole blocks in a read (what is sent of them); a block read only in
- * part is "no content has" until it is read whole. */
-function learn(map: DigestMap, offset: number, buf: Buffer): void {
+ * part is "no content has" until it is read whole. Returns the blocks' digests as they now are. */
+function learn(map: DigestMap, offset: number, buf: Buffer): { firstBlock: number; digests: Buffer } {
   const bs = map.blockSize;
   const end = Math.min(offset + buf.length, map.size);
-  for (let b = Math.floor(offset / bs); b * bs < end; b++) {
+  const first = Math.floor(offset / bs);
+  let b = first;
+  for (; b * bs < end; b++) {
     const start = b * bs;
     const len = Math.min(bs, map.size - start);
     if (start >= offset && start + len <= offset + buf.length) blockDigest(buf.subarray(start - offset, start - offset + len)).copy(map.digests, b * DIGEST_BYTES);
     else map.digests.fill(0xff, b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES);
   }
+  return { firstBlock: first, digests: map.digests.subarray(first * DIGEST_BYTES, b * DIGEST_BYTES) };
 }
 
 async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {

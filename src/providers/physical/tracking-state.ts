@@ -7,7 +7,7 @@
 // Maps are written and fsynced before the JSON file that names them is replaced atomically, so
 // a crash at any moment leaves either the old or the new state, never one that names a missing
 // or torn map. The next point's changes are the blocks whose digest differs from the base.
-import { appendFile, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DigestMap } from '../../datapath/digest.ts';
 import { DIGEST_BYTES } from '../../datapath/digest.ts';
@@ -48,6 +48,12 @@ export interface OpenState {
   machine: string;
   takenAt: string;
   disks: OpenDisk[];
+}
+
+/** Writes digests of consecutive blocks into a saved map. */
+export interface MapUpdater {
+  write(firstBlock: number, digests: Buffer): Promise<void>;
+  close(): Promise<void>;
 }
 
 export class TrackingFiles {
@@ -139,6 +145,17 @@ export class TrackingFiles {
     const file = this.mapFile(name);
     await writeFile(file, Buffer.concat([head, map.digests]));
     await fsyncPath(file);
+  }
+
+  /** Opens a saved map to update digests in place (a learnt map, as its blocks are read). */
+  async openMapForUpdate(name: string): Promise<MapUpdater> {
+    const fh = await open(this.mapFile(name), 'r+');
+    return {
+      // Not fsynced: like the dirty list it must outlive the agent (the page cache keeps it);
+      // releasing the point fsyncs it before the base names it.
+      write: async (firstBlock, digests) => { await fh.write(digests, 0, digests.length, HEADER + firstBlock * DIGEST_BYTES); },
+      close: () => fh.close(),
+    };
   }
 
   /** A saved map, or a sentence saying why it cannot be used. */
