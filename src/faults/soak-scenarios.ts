@@ -141,11 +141,14 @@ const network = (kind: NetKind, link: 'agent' | 'mt'): Scenario => ({
 
 const diskFull: Scenario = {
   name: 'disk-full-recovery',
-  description: 'the recovery site\'s file system (a size-limited tmpfs) fills up for a few seconds, then the space is freed',
+  description: 'the recovery site\'s file system (a size-limited tmpfs) fills up for 11-18 s (longer than a cycle), then the space is freed',
   phases: ['initial', 'delta'],
   setup: { recoveryFs: true },
   async inject(ctx) {
-    const ms = ctx.rng.int(3000, 10_000);
+    // Longer than the slowest policy's cycle (10 s, encrypted runs), so a cycle writes while the
+    // site is full: a shorter window could fall between two cycles, when nothing is written and
+    // there is nothing to tell (seed 14116: 3.0 s between points 10 s apart).
+    const ms = ctx.rng.int(11_000, 18_000);
     const taken = await ctx.fillRecoverySite();
     await ctx.sleep(ms);
     const during = await ctx.item();
