@@ -238,8 +238,10 @@ export class MasterTarget {
     const common = await this.commonPoints(h.targetSiteId, h.itemId, h.diskCount);
     if (!common.some((p) => p.id === h.pointId)) return; // other disks of this point still to come
     const disks = await this.#itemDisks(h.targetSiteId, h.itemId);
-    // The oldest point any disk holds (bad ones too: the vault keeps them listed as bad).
-    const heldFrom = disks.map((d) => d.disk.points()[0]?.id).filter((id): id is string => id !== undefined).sort()[0];
+    // The oldest point every disk holds (bad ones too: the vault keeps them listed as bad): a
+    // point one disk no longer holds (merged there while another disk's merge was deferred) is
+    // no recovery point, and the vault drops it.
+    const heldFrom = disks.map((d) => d.disk.points()[0]?.id).filter((id): id is string => id !== undefined).sort().at(-1);
     const verdict = await this.#o.link.recordPoint({
       itemId: h.itemId,
       pointId: h.pointId,
@@ -281,17 +283,23 @@ export class MasterTarget {
   }
 
   /** Keeps every point taken within `retentionSeconds` before the newest, plus the newest one
-   * older than that (the window's edge); older points are merged into the base. */
+   * older than that (the window's edge); older points are merged into the base. A disk whose
+   * merge is deferred (a view, or a point being received, holds its chain) is merged at a later
+   * point; disks already merged are told to the vault at once, since a point one disk no longer
+   * holds is no recovery point. Before, a deferred disk ended the pass before the vault heard of
+   * the others' merges, and no later pass came back to it while the oldest common point was
+   * already the window's edge (soak seed 16007: points listed that one disk had merged away). */
   async #retain(siteId: string, itemId: string, retentionSeconds: number, newestAt: number): Promise<void> {
     const common = await this.commonPoints(siteId, itemId);
     const edge = newestAt - retentionSeconds * 1000;
     let oldestKept: string | undefined;
     for (const p of common) if (Date.parse(p.createdAt) <= edge) oldestKept = p.id;
-    if (!oldestKept || common[0]?.id === oldestKept) return;
+    if (!oldestKept) return;
     const dropped = new Set<string>();
     for (const { disk } of await this.#itemDisks(siteId, itemId)) {
+      const oldest = disk.points()[0]?.id;
+      if (oldest === undefined || oldest >= oldestKept) continue; // nothing older here
       const r = await disk.retain(oldestKept);
-      if (r.deferred) return; // a view (test failover) holds the chain; next time
       for (const id of r.dropped) dropped.add(id);
     }
     if (dropped.size > 0) await this.#o.link.prunePoints(itemId, [...dropped]);
