@@ -27,7 +27,6 @@ import type { DigestMap } from '../../datapath/digest.ts';
 import { conflict, invalid, notFound, ReboundError } from '../../domain/errors.ts';
 import { fsyncDir, fsyncPath } from '../../replica/durable.ts';
 import type {
-  DiskChanges,
   DiskInfo,
   MachineDefinition,
   MachineInfo,
@@ -319,23 +318,27 @@ export class PhysicalProvider implements MachineProvider {
       // a disk now at another path or digested by another block size) sends all its data anyway:
       // its digests are learnt from the reads that send it (#check), not from a pass of their
       // own, which read the whole disk once more before its first byte went out.
-      const fresh: (string | null)[] = [];
-      for (const [i, d] of def.disks.entries()) fresh.push(await this.#noBase(files, base?.disks[i], d.path, marker.blockSize));
+      const earlier: (DigestMap | string)[] = [];
+      for (const [i, d] of def.disks.entries()) earlier.push(await this.#earlierDigests(files, base?.disks[i], d.path, marker.blockSize));
       const maps: DigestMap[] = [];
-      const digest = async (i: number): Promise<void> => {
-        signal?.throwIfAborted();
-        const d = def.disks[i]!;
-        maps[i] = fresh[i] === null ? await digestFile(d.path, { blockSize: marker.blockSize, ...(signal ? { signal } : {}) }) : await unknownMap(d.path, marker.blockSize);
-      };
-      if (fresh.some((r) => r === null)) await this.#frozen(def, signal, async () => { for (const i of def.disks.keys()) if (fresh[i] === null) await digest(i); });
-      for (const i of def.disks.keys()) if (fresh[i] !== null) await digest(i);
+      // Only a digest pass is frozen: nothing to freeze around when every disk is learnt.
+      if (earlier.some((e) => typeof e !== 'string')) {
+        await this.#frozen(def, signal, async () => {
+          for (const [i, d] of def.disks.entries()) {
+            signal?.throwIfAborted();
+            if (typeof earlier[i] !== 'string') maps[i] = await digestFile(d.path, { blockSize: marker.blockSize, ...(signal ? { signal } : {}) });
+          }
+        });
+      }
       for (const [i, d] of def.disks.entries()) {
-        const map = maps[i]!;
+        const old = earlier[i]!;
+        const map = typeof old === 'string' ? await unknownMap(d.path, marker.blockSize) : maps[i]!;
         const info: DiskInfo = { id: `disk${i}`, path: d.path, format: 'raw', sizeBytes: map.size };
         const mapName = `${id}.${i}.dg`;
         await files.writeMap(mapName, map);
-        const why = fresh[i] ?? null;
-        disks.push({ disk: info, changes: why === null ? await this.#changes(files, base!.disks[i]!, map) : { kind: 'all', reason: why }, map: mapName, ...(why === null ? {} : { learn: true }) });
+        disks.push(typeof old === 'string'
+          ? { disk: info, changes: { kind: 'all', reason: old }, map: mapName, learn: true }
+          : { disk: info, changes: { kind: 'extents', extents: diffDigests(old, map), granularity: map.blockSize }, map: mapName });
       }
       await fsyncDir(files.mapsDir);
       const state: OpenState = { id, machine: name, takenAt: takenAt.toISOString(), disks };
@@ -350,20 +353,14 @@ export class PhysicalProvider implements MachineProvider {
     return { ...this.#point(open), consistency: def.hooks?.freeze ? 'app' : 'crash' };
   }
 
-  /** Why a disk has no earlier digests to compare with, or null when it has. */
-  async #noBase(files: TrackingFiles, base: { path: string; map: string } | undefined, path: string, blockSize: number): Promise<string | null> {
+  /** The base's digests of a disk to compare with, or why there are none to compare with. */
+  async #earlierDigests(files: TrackingFiles, base: { path: string; map: string } | undefined, path: string, blockSize: number): Promise<DigestMap | string> {
     if (!base) return 'first point since tracking started: no earlier digests to compare with';
     if (base.path !== path) return `the disk is now ${path}, not ${base.path}`;
     const old = await files.readMap(base.map);
     if (typeof old === 'string') throw new ReboundError('internal', 'digest-map-vanished', `The digest map of ${path} disappeared while a point was taken: ${old}.`);
     if (old.blockSize !== blockSize) return `the digest block size changed from ${old.blockSize} to ${blockSize}`;
-    return null;
-  }
-
-  async #changes(files: TrackingFiles, base: { path: string; map: string }, map: DigestMap): Promise<DiskChanges> {
-    const old = await files.readMap(base.map);
-    if (typeof old === 'string') throw new ReboundError('internal', 'digest-map-vanished', `The digest map of ${base.path} disappeared while a point was taken: ${old}.`);
-    return { kind: 'extents', extents: diffDigests(old, map), granularity: map.blockSize };
+    return old;
   }
 
   /** Runs `work` between the freeze and thaw hooks (either may be absent). A failed freeze
@@ -485,23 +482,26 @@ export class PhysicalProvider implements MachineProvider {
    * it. A block read only in part is read whole once to check it. */
   async #check(open: OpenState, reads: PointReads, disk: number, fh: FileHandle, offset: number, buf: Buffer): Promise<void> {
     const d = open.disks[disk]!;
+    const lost = (reason: string): ReboundError => lostError(open.machine, { state: 'lost', problems: [{ disk: d.disk.id, reason }] });
+    if (d.learn) {
+      let upP = reads.learnt.get(disk);
+      if (!upP) {
+        upP = this.tracking(open.machine).openMapForUpdate(d.map);
+        reads.learnt.set(disk, upP);
+      }
+      const up = await upP;
+      if (typeof up === 'string') throw lost(up);
+      const { firstBlock, digests } = learn(up, offset, buf);
+      await up.write(firstBlock, digests);
+      return;
+    }
     let mapP = reads.maps.get(disk);
     if (!mapP) {
       mapP = this.tracking(open.machine).readMap(d.map);
       reads.maps.set(disk, mapP);
     }
     const map = await mapP;
-    if (typeof map === 'string') throw lostError(open.machine, { state: 'lost', problems: [{ disk: d.disk.id, reason: map }] });
-    if (d.learn) {
-      let up = reads.learnt.get(disk);
-      if (!up) {
-        up = this.tracking(open.machine).openMapForUpdate(d.map);
-        reads.learnt.set(disk, up);
-      }
-      const { firstBlock, digests } = learn(map, offset, buf);
-      await (await up).write(firstBlock, digests);
-      return;
-    }
+    if (typeof map === 'string') throw lost(map);
     let verified = reads.verified.get(disk);
     if (!verified) reads.verified.set(disk, (verified = new Set()));
     const bs = map.blockSize;
@@ -522,7 +522,10 @@ export class PhysicalProvider implements MachineProvider {
     const reads = this.#handles.get(pointId);
     this.#handles.delete(pointId);
     for (const h of reads?.files.values() ?? []) await (await h.catch(() => undefined))?.close();
-    for (const u of reads?.learnt.values() ?? []) await (await u.catch(() => undefined))?.close();
+    for (const u of reads?.learnt.values() ?? []) {
+      const up = await u.catch(() => undefined);
+      if (up && typeof up !== 'string') await up.close();
+    }
   }
 
   // ---- recovery side ----
@@ -613,8 +616,8 @@ interface PointReads {
   files: Map<number, Promise<FileHandle>>;
   maps: Map<number, Promise<DigestMap | string>>;
   verified: Map<number, Set<number>>;
-  /** Learnt maps, updated in place as their blocks are read. */
-  learnt: Map<number, Promise<MapUpdater>>;
+  /** Learnt maps, updated in place as their blocks are read (or why they cannot be). */
+  learnt: Map<number, Promise<MapUpdater | string>>;
 }
 
 const newReads = (): PointReads => ({ files: new Map(), maps: new Map(), verified: new Map(), learnt: new Map() });
@@ -631,20 +634,20 @@ async function unknownMap(path: string, blockSize: number): Promise<DigestMap> {
   return { blockSize, size, digests };
 }
 
-/** Records the digests of the whole blocks in a read (what is sent of them); a block read only in
- * part is "no content has" until it is read whole. Returns the blocks' digests as they now are. */
-function learn(map: DigestMap, offset: number, buf: Buffer): { firstBlock: number; digests: Buffer } {
+/** The digests of the blocks a read covers (what is sent of them), to write into a learnt map: a
+ * block read only in part is "no content has" until it is read whole. */
+function learn(map: { blockSize: number; size: number }, offset: number, buf: Buffer): { firstBlock: number; digests: Buffer } {
   const bs = map.blockSize;
   const end = Math.min(offset + buf.length, map.size);
   const first = Math.floor(offset / bs);
-  let b = first;
-  for (; b * bs < end; b++) {
-    const start = b * bs;
+  const count = Math.max(0, Math.ceil(end / bs) - first);
+  const digests = Buffer.alloc(count * DIGEST_BYTES, 0xff);
+  for (let k = 0; k < count; k++) {
+    const start = (first + k) * bs;
     const len = Math.min(bs, map.size - start);
-    if (start >= offset && start + len <= offset + buf.length) blockDigest(buf.subarray(start - offset, start - offset + len)).copy(map.digests, b * DIGEST_BYTES);
-    else map.digests.fill(0xff, b * DIGEST_BYTES, (b + 1) * DIGEST_BYTES);
+    if (start >= offset && start + len <= offset + buf.length) blockDigest(buf.subarray(start - offset, start - offset + len)).copy(digests, k * DIGEST_BYTES);
   }
-  return { firstBlock: first, digests: map.digests.subarray(first * DIGEST_BYTES, b * DIGEST_BYTES) };
+  return { firstBlock: first, digests };
 }
 
 async function readAt(fh: FileHandle, offset: number, length: number): Promise<Buffer> {

@@ -8,6 +8,7 @@
 // a crash at any moment leaves either the old or the new state, never one that names a missing
 // or torn map. The next point's changes are the blocks whose digest differs from the base.
 import { appendFile, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { DigestMap } from '../../datapath/digest.ts';
 import { DIGEST_BYTES } from '../../datapath/digest.ts';
@@ -52,6 +53,9 @@ export interface OpenState {
 
 /** Writes digests of consecutive blocks into a saved map. */
 export interface MapUpdater {
+  blockSize: number;
+  /** The disk's size the map covers. */
+  size: number;
   write(firstBlock: number, digests: Buffer): Promise<void>;
   close(): Promise<void>;
 }
@@ -147,10 +151,25 @@ export class TrackingFiles {
     await fsyncPath(file);
   }
 
-  /** Opens a saved map to update digests in place (a learnt map, as its blocks are read). */
-  async openMapForUpdate(name: string): Promise<MapUpdater> {
-    const fh = await open(this.mapFile(name), 'r+');
+  /** Opens a saved map to update digests in place (a learnt map, as its blocks are read), or a
+   * sentence saying why it cannot be used. */
+  async openMapForUpdate(name: string): Promise<MapUpdater | string> {
+    let fh: FileHandle;
+    try {
+      fh = await open(this.mapFile(name), 'r+');
+    } catch (err) {
+      return (err as NodeJS.ErrnoException).code === 'ENOENT' ? `its digest map ${name} is missing` : `its digest map ${name} cannot be opened (${(err as Error).message})`;
+    }
+    const head = Buffer.alloc(HEADER);
+    const { bytesRead } = await fh.read(head, 0, HEADER, 0);
+    const blockSize = head.readUInt32LE(8);
+    if (bytesRead !== HEADER || !head.subarray(0, 8).equals(MAGIC) || blockSize === 0) {
+      await fh.close();
+      return `its digest map ${name} is not a digest map`;
+    }
     return {
+      blockSize,
+      size: Number(head.readBigUInt64LE(16)),
       // Not fsynced: like the dirty list it must outlive the agent (the page cache keeps it);
       // releasing the point fsyncs it before the base names it.
       write: async (firstBlock, digests) => { await fh.write(digests, 0, digests.length, HEADER + firstBlock * DIGEST_BYTES); },
