@@ -214,7 +214,6 @@ export async function sendTransfer(socket: Duplex, opts: SendOptions): Promise<S
     for (let seq = ackedThrough + 1; seq < endSeq; seq++) {
       const { extent: e, data, checksum } = await ahead!;
       fetch(seq + 1);
-      if (e.length > MAX_FRAME_EXTENT) throw new ReboundError('invalid', 'frame-extent-too-large', `An extent of ${e.length} bytes is larger than one frame carries (${MAX_FRAME_EXTENT}).`);
       if (data.length !== e.length) throw new ReboundError('internal', 'transfer-short-read', `Reading ${e.diskId} at ${e.offset} gave ${data.length} bytes instead of ${e.length}.`);
       await waitAcks(seq - window);
       await write(socket, encodeDataFrame(key, seq, { ...e, data, ...(checksum ? { checksum } : {}) }, opts.zstdLevel === undefined ? DEFAULT_ZSTD_LEVEL : opts.zstdLevel));

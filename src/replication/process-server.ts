@@ -128,14 +128,13 @@ export class ProcessServer {
     let entry: SpoolEntry | undefined;
     try {
       const done = await this.#tombstone(h.transferId);
-      // A newer point of the item makes older unfinished ones pointless: the agent abandoned them.
-      if (done === null) await this.#dropAbandoned(h.itemId, h.pointSeq);
       entry = done === null ? await this.#spool.open(h) : undefined;
       if (entry) {
         const c = this.#cached.get(h.transferId);
         if (c) Object.assign(c, { complete: entry.complete, durable: entry.ackedThrough });
         else this.#cached.set(h.transferId, { header: h, complete: entry.complete, durable: entry.ackedThrough, waiters: new Set() });
-        // Forwarding starts now, as the frames arrive.
+        // Forwarding starts now, as the frames arrive (and the forwarder drops older points'
+        // unfinished transfers: a newer point means the agent abandoned them).
         this.#kick(h.itemId);
       }
       await receiveTransfer(socket, {
@@ -198,12 +197,15 @@ export class ProcessServer {
     }
   }
 
-  /** Drops the item's unfinished transfers of points before `pointSeq` that nobody sends any
-   * more; says whether there were any. */
-  async #dropAbandoned(itemId: string, pointSeq: number): Promise<boolean> {
+  /** Drops the item's unfinished transfers that nobody sends any more, of points before the
+   * newest it has cached: the agent takes a point only after its last one is cached whole or
+   * abandoned. Says whether there were any. */
+  async #dropAbandoned(itemId: string): Promise<boolean> {
+    let newest = -Infinity;
+    for (const t of this.#cached.values()) if (t.header.itemId === itemId) newest = Math.max(newest, t.header.pointSeq);
     let any = false;
     for (const [id, t] of this.#cached) {
-      if (t.header.itemId === itemId && t.header.pointSeq < pointSeq && !t.complete && !this.#receiving.has(id)) {
+      if (t.header.itemId === itemId && t.header.pointSeq < newest && !t.complete && !this.#receiving.has(id)) {
         this.#o.logger.info({ transfer: id }, 'process server: dropping an unfinished transfer the agent abandoned');
         await this.#drop(id);
         any = true;
@@ -242,9 +244,8 @@ export class ProcessServer {
         if (next === null) break; // nothing cached for the item
         if (next === undefined) {
           // The next transfer in order waits for its sender — unless a later point of the item
-          // has arrived since (its connection may have ended only after that point's began).
-          const newest = Math.max(...[...this.#cached.values()].filter((c) => c.header.itemId === itemId).map((c) => c.header.pointSeq));
-          if (await this.#dropAbandoned(itemId, newest)) continue;
+          // has arrived since, whenever its own connection ended.
+          if (await this.#dropAbandoned(itemId)) continue;
           if (!woken) await new Promise<void>((r) => { wake = r; setTimeout(r, 1000); });
           continue;
         }

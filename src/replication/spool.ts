@@ -22,21 +22,16 @@ interface SpoolState {
   complete: boolean;
 }
 
-interface RecordPos {
-  pos: number;
-  offset: number;
-  length: number;
-}
-
 export class SpoolEntry {
   readonly dir: string;
   readonly header: TransferHeader;
   #fh: FileHandle;
   #state: SpoolState;
-  #records: RecordPos[];
+  /** Records in the log (acknowledged, then appended since). */
+  #records: number;
   #end: number;
 
-  private constructor(dir: string, header: TransferHeader, fh: FileHandle, state: SpoolState, records: RecordPos[]) {
+  private constructor(dir: string, header: TransferHeader, fh: FileHandle, state: SpoolState, records: number) {
     this.dir = dir;
     this.header = header;
     this.#fh = fh;
@@ -70,29 +65,27 @@ export class SpoolEntry {
       await fh.close();
       throw new ReboundError('internal', 'spool-damaged', `The cache of transfer ${h.transferId} is shorter than its state says (${size} < ${state.bytes}).`);
     }
-    const records: RecordPos[] = [];
+    let records = 0;
     const head = Buffer.alloc(RECORD_HEAD);
-    for (let pos = 0; pos < state.bytes; ) {
+    for (let pos = 0; pos < state.bytes; records++) {
       await fh.read(head, 0, RECORD_HEAD, pos);
-      const length = head.readUInt32BE(8);
-      records.push({ pos, offset: Number(head.readBigUInt64BE(0)), length });
-      pos += RECORD_HEAD + length;
+      pos += RECORD_HEAD + head.readUInt32BE(8);
     }
-    if (records.length !== state.ackedThrough + 1) {
+    if (records !== state.ackedThrough + 1) {
       await fh.close();
-      throw new ReboundError('internal', 'spool-damaged', `The cache of transfer ${h.transferId} holds ${records.length} records, its state says ${state.ackedThrough + 1}.`);
+      throw new ReboundError('internal', 'spool-damaged', `The cache of transfer ${h.transferId} holds ${records} records, its state says ${state.ackedThrough + 1}.`);
     }
     return new SpoolEntry(dir, h, fh, state, records);
   }
 
   get ackedThrough(): number { return this.#state.ackedThrough; }
   get complete(): boolean { return this.#state.complete; }
-  get records(): number { return this.#records.length; }
+  get records(): number { return this.#records; }
   get bytes(): number { return this.#end; }
 
   /** Appends frame `seq` (must be the next one). Not durable until checkpoint. */
   async append(seq: number, offset: number, data: Uint8Array, sum: Uint8Array): Promise<void> {
-    if (seq !== this.#records.length) throw new ReboundError('internal', 'spool-out-of-order', `Frame ${seq} arrived for cache record ${this.#records.length}.`);
+    if (seq !== this.#records) throw new ReboundError('internal', 'spool-out-of-order', `Frame ${seq} arrived for cache record ${this.#records}.`);
     const head = Buffer.alloc(RECORD_HEAD);
     head.writeBigUInt64BE(BigInt(offset), 0);
     head.writeUInt32BE(data.length, 8);
@@ -101,7 +94,7 @@ export class SpoolEntry {
     await this.#fh.write(head, 0, RECORD_HEAD, pos);
     await this.#fh.write(data, 0, data.length, pos + RECORD_HEAD);
     this.#end = pos + RECORD_HEAD + data.length;
-    this.#records.push({ pos, offset, length: data.length });
+    this.#records++;
   }
 
   async checkpoint(ackedThrough: number, complete = false): Promise<void> {
@@ -111,11 +104,6 @@ export class SpoolEntry {
   }
 
   async close(): Promise<void> { await this.#fh.close(); }
-
-  async remove(): Promise<void> {
-    await this.#fh.close().catch(() => undefined);
-    await rm(this.dir, { recursive: true, force: true });
-  }
 }
 
 /**
