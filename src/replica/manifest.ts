@@ -46,6 +46,11 @@ export interface StagingEntry {
   journal: string;
   journalLength: number;
   progress: unknown;
+  /** Set by commit in the same write as its last checkpoint: everything is received and durable,
+   * and the point only waits to be named. A replica opened after a kill in between finishes the
+   * commit (#recover), so a caller never finds its "all received" progress on a point that is
+   * still staged (and answers a resend "all acknowledged" while the point is never named). */
+  committing?: { createdAt: string };
 }
 
 export interface Manifest {

@@ -39,6 +39,11 @@ export async function receivePoint(socket: Duplex, disk: ReplicaDisk, opts: { va
             hint: 'Resume that transfer, or abort its point before starting a new one.',
           });
         }
+        if (staged.committing) {
+          // Received whole before; its commit was cut short: named now.
+          point = await disk.finishCommit();
+          return staged.progress.ackedThrough;
+        }
         writer = await disk.resumePoint();
         return staged.progress.ackedThrough;
       },

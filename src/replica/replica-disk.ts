@@ -260,10 +260,17 @@ export class ReplicaDisk {
     });
   }
 
-  /** The point being received, if any, with the progress its last checkpoint recorded. */
-  staged(): { pointId: string; progress: unknown } | null {
+  /** The point being received, if any, with the progress its last checkpoint recorded;
+   * `committing` when it was received whole and a commit that failed after its last checkpoint
+   * left it unnamed (finishCommit names it). */
+  staged(): { pointId: string; progress: unknown; committing: boolean } | null {
     const s = this.#m.staging;
-    return s ? { pointId: s.pointId, progress: s.progress } : null;
+    return s ? { pointId: s.pointId, progress: s.progress, committing: s.committing !== undefined } : null;
+  }
+
+  /** Names the staged point whose commit failed after its last checkpoint (see staged()). */
+  finishCommit(): Promise<PointInfo> {
+    return this.#serial(() => this.#finishCommit());
   }
 
   /** Takes up the point being received where its last checkpoint left it. */
@@ -271,6 +278,7 @@ export class ReplicaDisk {
     return this.#serial(async () => {
       const s = this.#m.staging;
       if (!s) throw notFound('replica-no-point-in-progress', `No point is being received in ${this.dir}.`);
+      if (s.committing) throw conflict('replica-point-committing', `Point ${s.pointId} in ${this.dir} was received whole and is being committed; it takes no more writes.`, { hint: 'Finish its commit (finishCommit).' });
       await truncate(join(this.dir, s.journal), s.journalLength); // records after the checkpoint are not acknowledged
       return this.#openWriter();
     });
@@ -636,7 +644,7 @@ export class ReplicaDisk {
       await served.close();
       await journal.close();
     };
-    const checkpoint = async (p: unknown): Promise<void> => {
+    const checkpoint = async (p: unknown, committing?: { createdAt: string }): Promise<void> => {
       await settle();
       await served.nbd.flush();
       const add = Buffer.concat(records);
@@ -648,7 +656,7 @@ export class ReplicaDisk {
       journalLength += add.length;
       progress = p;
       await this.#serial(async () => {
-        this.#m.staging = { ...st, journalLength, progress };
+        this.#m.staging = { ...st, journalLength, progress, ...(committing ? { committing } : {}) };
         await this.#save();
       });
     };
@@ -673,26 +681,14 @@ export class ReplicaDisk {
         }
         if (failed) throw failed;
       },
-      checkpoint,
+      checkpoint: (p: unknown) => checkpoint(p),
       commit: async (opts: { createdAt?: string; progress?: unknown } = {}): Promise<PointInfo> => {
-        await checkpoint(opts.progress ?? progress);
+        // The last checkpoint says the point is being committed, in the same manifest write as
+        // the caller's final progress: a kill from here on leaves a point the next open names
+        // (#recover), never one staged with a progress that says it was all received.
+        await checkpoint(opts.progress ?? progress, { createdAt: opts.createdAt ?? new Date().toISOString() });
         await shut();
-        await fsyncPath(join(this.dir, st.file));
-        return this.#serial(async () => {
-          const sums: BlockSums = new Map();
-          const j = await readFile(join(this.dir, st.journal));
-          for (let at = 0; at + JOURNAL_RECORD <= journalLength; at += JOURNAL_RECORD) {
-            sums.set(Number(j.readBigUInt64BE(at)), Buffer.from(j.subarray(at + 8, at + JOURNAL_RECORD)));
-          }
-          const sumsFile = `p-${st.pointId}.sums`;
-          await writeSums(join(this.dir, sumsFile), bs, sums);
-          const entry: LayerEntry = { pointId: st.pointId, file: st.file, sums: sumsFile, createdAt: opts.createdAt ?? new Date().toISOString(), bad: false };
-          this.#m.layers.push(entry);
-          this.#m.staging = null;
-          await this.#save();
-          await rm(join(this.dir, st.journal), { force: true });
-          return { id: entry.pointId, createdAt: entry.createdAt, bad: false };
-        });
+        return this.#serial(() => this.#finishCommit());
       },
       abandon: shut,
       abort: async (): Promise<void> => {
@@ -809,8 +805,31 @@ export class ReplicaDisk {
     return runQemu('qemu-io', ['-r', '-c', 'read 0 512', alone], [{ id: SECRET_ID, data: key.secret }]).then(() => true, () => false);
   }
 
+  /** Names the staged point that commit checkpointed as committing: its image is made durable,
+   * its block checksums written from the journal, and it becomes the newest layer. Run by commit,
+   * and by #recover for a commit a kill cut off. */
+  async #finishCommit(): Promise<PointInfo> {
+    const st = this.#m.staging;
+    if (!st?.committing) throw new ReboundError('internal', 'replica-not-committing', `No point is being committed in ${this.dir}.`);
+    await fsyncPath(join(this.dir, st.file));
+    const sums: BlockSums = new Map();
+    const j = await readFile(join(this.dir, st.journal));
+    for (let at = 0; at + JOURNAL_RECORD <= st.journalLength; at += JOURNAL_RECORD) {
+      sums.set(Number(j.readBigUInt64BE(at)), Buffer.from(j.subarray(at + 8, at + JOURNAL_RECORD)));
+    }
+    const sumsFile = `p-${st.pointId}.sums`;
+    await writeSums(join(this.dir, sumsFile), this.#m.blockSize, sums);
+    const entry: LayerEntry = { pointId: st.pointId, file: st.file, sums: sumsFile, createdAt: st.committing.createdAt, bad: false };
+    this.#m.layers.push(entry);
+    this.#m.staging = null;
+    await this.#save();
+    await rm(join(this.dir, st.journal), { force: true });
+    return { id: entry.pointId, createdAt: entry.createdAt, bad: false };
+  }
+
   async #recover(): Promise<void> {
     if (this.#m.merging) await this.#finishMerge();
+    if (this.#m.staging?.committing) await this.#finishCommit();
     if (this.#m.encryption?.rotatingTo) await this.#finishRotation();
     const staging = this.#m.staging ? [this.#m.staging.file, this.#m.staging.journal] : [];
     if (this.#m.encryption?.rotatingTo) await rm(join(this.dir, TEMPLATE), { force: true });

@@ -170,9 +170,23 @@ export class MasterTarget {
           if (disk.points().some((p) => p.id === h.pointId)) return h.frames;
           const staged = disk.staged();
           if (!staged) return -1;
-          if (staged.pointId === h.pointId && isProgress(staged.progress) && staged.progress.transferId === tid) {
+          const progress = isProgress(staged.progress) ? staged.progress : null;
+          const same = staged.pointId === h.pointId && progress?.transferId === tid;
+          if (staged.committing) {
+            // Received whole, and its commit cut short after the checkpoint that said so (a
+            // failed write): named now. Answering "all acknowledged" without naming it, as
+            // before, let the relay forget a point this disk never named (soak seeds 16032 and
+            // 21008, where a kill cut the commit short: data lost).
+            await disk.finishCommit();
+            if (same) {
+              committedNow = true;
+              return h.frames;
+            }
+            return -1;
+          }
+          if (same && progress) {
             writer = await disk.resumePoint();
-            return staged.progress.ackedThrough;
+            return progress.ackedThrough;
           }
           // A point that will never be finished (its relay dropped it): discard it.
           await (await disk.resumePoint()).abort();

@@ -19,7 +19,8 @@ if (mode === 'apply') {
     if ((i + 1) % 4 === 0) await w.checkpoint(i + 1);
     await new Promise((r) => setTimeout(r, 5));
   }
-  await w.commit();
+  // The commit's progress says all was received (as the master target's does).
+  await w.commit({ progress: 'all-received' });
 } else if (mode === 'retain') {
   await disk.retain(arg1);
 }

@@ -254,7 +254,7 @@ test('SIGKILL mid-apply names no new point, keeps what was checkpointed, and the
   const again = await ReplicaDisk.open(rdir);
   await assert.rejects(stat(join(rdir, 'p-stray.qcow2')), 'files the manifest does not name are deleted');
   assert.deepEqual(again.points().map((p) => p.id), ['k1']);
-  assert.deepEqual(again.staged(), { pointId: 'k2', progress: checkpointed });
+  assert.deepEqual(again.staged(), { pointId: 'k2', progress: checkpointed, committing: false });
   await assertAllPoints(again, snaps);
   await assert.rejects(again.beginPoint('k3'), (e: unknown) => e instanceof ReboundError && e.code === 'replica-point-in-progress');
   // Resume: only what follows the checkpoint is written again.
@@ -275,6 +275,53 @@ test('SIGKILL mid-apply names no new point, keeps what was checkpointed, and the
   assert.deepEqual([report.damaged, report.badPoints], [[], []]);
   const sums = await readFile(join(rdir, 'p-k2.sums'));
   assert.equal(sums.readUInt32BE(8), size / BS);
+});
+
+test('SIGKILL mid-commit (after the checkpoint that says all was received, before the point is named): open names the point', { timeout: 120_000 }, async () => {
+  // The commit's last checkpoint records the caller's final progress ("all received"); the point
+  // is named by a later manifest write. Before, a kill in between left the point staged with that
+  // progress: a resent transfer was answered "all acknowledged", the relay forgot it, and the next
+  // point discarded it (soak seeds 16032 and 21008: data lost). The child is killed the moment the
+  // manifest holds the commit's final progress; a child that wins the race (named already) is tried again.
+  const size = 16 * MiB;
+  const source = await newSource('k.raw', size);
+  const rdir = join(dir, 'rep-k');
+  const disk = await ReplicaDisk.create(rdir, { size });
+  const snaps = new Map<string, string>();
+  await mutate(source, size, 40);
+  await cycle(disk, source, null, 'q0', snaps);
+  const committingOf = async (): Promise<string | null> => {
+    const m = JSON.parse(await readFile(join(rdir, 'manifest.json'), 'utf8').catch(() => '{}')) as Partial<Manifest>;
+    return m.staging?.progress === 'all-received' ? m.staging.pointId : null;
+  };
+  let caught: string | null = null;
+  for (let attempt = 1; attempt <= 12 && caught === null; attempt++) {
+    const id = `q${attempt}`;
+    await mutate(source, size, 40);
+    const snap = join(dir, `k.${id}.snap`);
+    await copyFile(source, snap);
+    snaps.set(id, snap);
+    const child = runChild(['apply', rdir, source, id]);
+    let finished = false;
+    void child.done.then(() => { finished = true; });
+    try {
+      await waitFor(async () => finished || (await committingOf()) === id, 60_000, 'the commit to begin');
+    } finally {
+      child.kill();
+    }
+    await child.done;
+    const named = ((JSON.parse(await readFile(join(rdir, 'manifest.json'), 'utf8')) as Manifest).layers).some((l) => l.pointId === id);
+    if (!named) caught = id;
+    // Reopened either way: a point the child named, or one the kill left committing.
+    const again = await ReplicaDisk.open(rdir);
+    assert.equal(again.staged(), null, 'nothing is left staged');
+    assert.equal(again.points().at(-1)?.id, id, `point ${id} is named`);
+  }
+  assert.ok(caught !== null, 'the kill struck between the commit\'s checkpoint and the naming in one of 12 tries');
+  const final = await ReplicaDisk.open(rdir);
+  await assertAllPoints(final, snaps);
+  const report = await final.scrub();
+  assert.deepEqual([report.damaged, report.badPoints], [[], []]);
 });
 
 test('SIGKILL mid-merge leaves every named point readable and correct, and open finishes the merge', async () => {
@@ -398,7 +445,7 @@ test('a manifest write that fails leaves the replica, in memory too, at the last
   await write(w, 4, 8);
   await mkdir(blocker);
   await assert.rejects(w.checkpoint(7));
-  assert.deepEqual(disk.staged(), { pointId: 's1', progress: 3 }, 'the replica says what its manifest on disk says');
+  assert.deepEqual(disk.staged(), { pointId: 's1', progress: 3, committing: false }, 'the replica says what its manifest on disk says');
   await w.abandon();
   await rm(blocker, { recursive: true });
 
@@ -409,7 +456,7 @@ test('a manifest write that fails leaves the replica, in memory too, at the last
   await assert.rejects(w2.commit({ progress: 8 }));
   await w2.abandon();
   assert.deepEqual(disk.points(), []);
-  assert.deepEqual(disk.staged(), { pointId: 's1', progress: 3 });
+  assert.deepEqual(disk.staged(), { pointId: 's1', progress: 3, committing: false });
   await rm(blocker, { recursive: true });
 
   // Resumed from what was written, the point is whole.
