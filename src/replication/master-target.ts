@@ -178,6 +178,7 @@ export class MasterTarget {
             // before, let the relay forget a point this disk never named (soak seeds 16032 and
             // 21008, where a kill cut the commit short: data lost).
             await disk.finishCommit();
+            this.#o.logger.info({ item: h.itemId, disk: h.diskId, point: staged.pointId }, 'master target: a point received whole and left committing (a cut-short commit) is named now');
             if (same) {
               committedNow = true;
               return h.frames;
@@ -189,6 +190,7 @@ export class MasterTarget {
             return progress.ackedThrough;
           }
           // A point that will never be finished (its relay dropped it): discard it.
+          this.#o.logger.info({ item: h.itemId, disk: h.diskId, point: staged.pointId, for: h.pointId }, 'master target: discarding a partly received point its relay abandoned');
           await (await disk.resumePoint()).abort();
           return -1;
         },

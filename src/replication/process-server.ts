@@ -260,6 +260,7 @@ export class ProcessServer {
           if (err instanceof ReboundError && (err.code === 'transfer-source-paused' || err.code === 'transfer-dropped')) continue;
           if (err instanceof ReboundError && err.code === 'transfer-replayed') {
             // The master target applied this point long ago (we crashed before forgetting it).
+            this.#o.logger.info({ transfer: next.header.transferId }, 'process server: the master target applied this transfer already; forgetting it');
             try {
               await this.#done(next.header);
             } catch (e) {
