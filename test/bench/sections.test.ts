@@ -78,3 +78,15 @@ test('failback, plan-100, cpu-per-mb, vault-api and vault-jobs --smoke print wel
   const left = (await readdir(tmpdir())).filter((n) => !before.has(n) && /^(rb-fb-|rb-plan100-|rb-cpu-|rb-vjobs-)/.test(n));
   assert.deepEqual(left, [], 'scratch directories left behind');
 });
+
+test('datapath and nbd --smoke print every figure as median/min/max/n with their references', { timeout: 300_000 }, async () => {
+  const before = new Set(await readdir(tmpdir()));
+  const [dp, nbd] = await Promise.all(['datapath', 'nbd'].map(bench)) as [Record<string, unknown>, Record<string, unknown>];
+  for (const p of ['digest.catMiBps', 'digest.64KiB.MiBps', 'allocation.mapMs', 'allocation.readToFindZerosMs', 'checksum.blake3MiBps', 'checksum.sha256MiBps', 'frames.noCompression.encodeMiBps', 'frames.zstd3.wireRatio', 'apply.plain.MiBps', 'apply.luks.MiBps', 'view.1GiBMs', 'view.1GiBLuksMs', 'keyRotation.1GiB3ImagesMs']) isFig(dp[p], `datapath.${p}`);
+  // Mixed blocks are a third zeros and a third text: zstd must shrink them.
+  assert.ok((dp['frames.zstd3.wireRatio'] as Fig).median < 0.9, 'datapath: zstd shrinks mixed data');
+  for (const p of ['nbdClient.MiBps', 'nbdcopy.MiBps', 'cat.MiBps', 'nbdClient.write.MiBps', 'nbdcopy.write.MiBps']) isFig(nbd[p], `nbd.${p}`);
+  assert.match(nbd['markdown'] as string, /nbdcopy/);
+  const left = (await readdir(tmpdir())).filter((n) => !before.has(n) && /^rebound-bench-(datapath|nbd)-/.test(n));
+  assert.deepEqual(left, [], 'scratch directories left behind');
+});
