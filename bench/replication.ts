@@ -405,7 +405,8 @@ function startWriter(path: string, sizeBytes: number, rateBps: number, seconds: 
   p.stderr.on('data', (d: Buffer) => { err += d.toString(); });
   const done = new Promise<{ writtenBytes: number; seconds: number }>((res, rej) => {
     p.once('error', (e) => rej(new Error(`fio did not start (${e.message}); install the fio package.`)));
-    p.once('exit', (code, signal) => {
+    // 'close', not 'exit': 'exit' can come before fio's stdout is all read (an empty JSON then).
+    p.once('close', (code, signal) => {
       if (code !== 0) return rej(new Error(`fio exited with ${code ?? signal}: ${err.slice(-2000)}`));
       try {
         const job = (JSON.parse(out.slice(out.indexOf('{'))) as { jobs: { write: { io_bytes: number; runtime: number } }[] }).jobs[0]!;

@@ -12,7 +12,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { sendTransfer } from '../datapath/frame-stream.ts';
+import { sendTransfer, windowFor } from '../datapath/frame-stream.ts';
 import type { PlannedExtent } from '../datapath/frame-stream.ts';
 import { ReboundError } from '../domain/errors.ts';
 import { diffDigests, digestReader } from '../datapath/digest.ts';
@@ -416,7 +416,7 @@ export class Agent {
             vaultKey: this.#o.transportKey,
             transferId: header.transferId,
             plan: frames,
-            window: this.#o.window ?? 32,
+            window: this.#o.window ?? windowFor(plan.bytes, frames.length),
             // The link to the process server is local or LAN; compression happens on its WAN side.
             zstdLevel: null,
             read: (e) => disk.read(e.offset, e.length, signal),

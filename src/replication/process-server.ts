@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { PeerCertificate } from 'node:tls';
 import type { Duplex } from 'node:stream';
-import { receiveTransfer, sendTransfer } from '../datapath/frame-stream.ts';
+import { receiveTransfer, sendTransfer, windowFor } from '../datapath/frame-stream.ts';
 import type { PlannedExtent } from '../datapath/frame-stream.ts';
 import { conflict, invalid, ReboundError } from '../domain/errors.ts';
 import { Spool, SpoolReader } from './spool.ts';
@@ -320,7 +320,7 @@ export class ProcessServer {
       await sendTransfer(socket, {
         vaultKey: this.#o.transportKey,
         transferId: h.transferId,
-        window: this.#o.window ?? 32,
+        window: this.#o.window ?? windowFor(h.bytes, h.frames),
         zstdLevel: h.compression === 'zstd' ? undefined : null,
         stream: {
           frames: h.frames,

@@ -12,10 +12,10 @@ import type { Server, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
-import { decodeFrame, encodeDataFrame, encodeEndFrame, FRAME_FLAG, FRAME_TYPE } from '../../src/datapath/frame.ts';
+import { decodeFrame, encodeDataFrame, encodeDataFrameParts, encodeEndFrame, FRAME_FLAG, FRAME_TYPE } from '../../src/datapath/frame.ts';
 import type { DataFrame } from '../../src/datapath/frame.ts';
 import { deriveSessionKey, newSessionSalt } from '../../src/datapath/frame-key.ts';
-import { receiveTransfer, sendTransfer } from '../../src/datapath/frame-stream.ts';
+import { receiveTransfer, sendTransfer, WINDOW_BYTES, windowFor } from '../../src/datapath/frame-stream.ts';
 import type { PlannedExtent } from '../../src/datapath/frame-stream.ts';
 import { ReboundError } from '../../src/domain/errors.ts';
 
@@ -162,6 +162,44 @@ test('a transfer streams every frame in order and the receiver holds exactly the
     assert.equal(r.completed, 100);
     for (const [seq, f] of r.applied) assert.deepEqual(f.data, disk.subarray(seq * 8192, (seq + 1) * 8192));
     assert.equal(r.applied.size, 100);
+  } finally {
+    r.server.close();
+  }
+});
+
+test('a frame sealed as pieces is the joined frame, byte for byte, and opens', () => {
+  for (const data of [Buffer.from('parts '.repeat(4000)), randomBytes(65536), Buffer.alloc(65536)]) {
+    for (const level of [null, 1]) {
+      const parts = encodeDataFrameParts(key, 9, ext(data), level);
+      const joined = Buffer.concat(parts);
+      assert.deepEqual(joined, encodeDataFrame(key, 9, ext(data), level));
+      assert.equal(joined.readUInt32BE(0), joined.length - 4, 'the length prefix counts the rest of the frame');
+      assert.deepEqual(decodeFrame(key, joined, 9).data, data);
+    }
+  }
+});
+
+test('the window holds about WINDOW_BYTES of a transfer\'s average frame, never fewer than the minimum', () => {
+  const MiB = 2 ** 20;
+  assert.equal(windowFor(100 * MiB, 100), 32, '1 MiB frames: the 32 frames it always was');
+  assert.equal(windowFor(64 * 1024 * 1000, 1000), WINDOW_BYTES / (64 * 1024), '64 KiB frames: 512');
+  assert.equal(windowFor(4096 * 100_000, 100_000), 4096, 'tiny frames: capped');
+  assert.equal(windowFor(0, 0), 32, 'an empty transfer');
+  assert.equal(windowFor(64 * MiB, 1, 8), 8, 'frames larger than the window: the minimum asked for');
+  assert.ok(windowFor(3 * MiB, 7) > 32 && windowFor(3 * MiB, 7) <= 0xffff);
+});
+
+test('a transfer of small frames with the window for its size is checkpointed by the bytes, not every 16 frames', async () => {
+  const r = await startReceiver('bytes');
+  try {
+    // 2048 frames of 8 KiB (16 MiB): windowFor gives 4096 → one checkpoint per 2048 frames.
+    const { plan, disk } = makePlan(2048);
+    const window = windowFor(2048 * 8192, 2048);
+    assert.equal(window, 4096);
+    const res = await sendTransfer(await dial(r.path), { vaultKey, transferId: 't-bytes', plan, window, read: async (e) => disk.subarray(e.offset, e.offset + e.length) });
+    assert.deepEqual(res, { sent: 2048, skipped: 0 });
+    assert.deepEqual(r.checkpoints, [2047], 'one checkpoint, at the end; a window of 32 made 128');
+    assert.equal(r.applied.size, 2048);
   } finally {
     r.server.close();
   }
