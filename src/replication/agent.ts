@@ -116,18 +116,38 @@ export class Agent {
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #polling: Promise<void> | undefined;
-  stats = { points: 0, bytesSent: 0, bytesSkipped: 0 };
+  /** wake() came while a poll ran: the next poll follows that one at once. */
+  #again = false;
+  stats = { points: 0, bytesSent: 0, bytesSkipped: 0, polls: 0 };
 
   constructor(o: AgentOptions) { this.#o = o; }
 
+  readonly #tick = (): void => {
+    if (this.#stopped) return;
+    this.#timer = undefined;
+    this.#again = false;
+    this.stats.polls++;
+    this.#polling = this.#poll().catch((err: unknown) => this.#o.logger.warn({ err }, 'agent: cannot read assignments')).finally(() => {
+      if (!this.#stopped) this.#timer = setTimeout(this.#tick, this.#again ? 0 : this.#o.pollMs ?? 1000);
+    });
+  };
+
   start(): void {
-    const tick = (): void => {
-      if (this.#stopped) return;
-      this.#polling = this.#poll().catch((err: unknown) => this.#o.logger.warn({ err }, 'agent: cannot read assignments')).finally(() => {
-        if (!this.#stopped) this.#timer = setTimeout(tick, this.#o.pollMs ?? 1000);
-      });
-    };
-    tick();
+    this.#tick();
+  }
+
+  /** Reads the assignments now instead of at the next poll: the embedded vault calls it when
+   * replication of an item starts, so a first copy does not wait up to a poll interval (1 s) to
+   * begin. A poll already running is followed by another at once (it may have read the
+   * assignments just before the change). */
+  wake(): void {
+    if (this.#stopped || this.#polling === undefined) return; // not started: start() polls
+    if (this.#timer === undefined) {
+      this.#again = true;
+      return;
+    }
+    clearTimeout(this.#timer);
+    this.#tick();
   }
 
   async stop(): Promise<void> {

@@ -125,6 +125,7 @@ export async function startDataRoles(o: DataRolesOptions): Promise<DataRoles> {
     seed: (siteId, itemId, disks, encrypt) => need(mt, 'master target').seed(siteId, itemId, disks, encrypt),
     digests: (siteId, itemId, diskId, bs, signal) => need(mt, 'master target').digests(siteId, itemId, diskId, bs, signal),
     provider: (site) => providers({ provider: site.provider as Assignment['provider'], sourceRoot: site.root }),
+    replicationStarted: () => agent?.wake(),
   };
   o.jobs.register(protectJob(o.store, actions, 'protect', plane));
   o.jobs.register(protectJob(o.store, actions, 'reverse-replicate', plane));

@@ -27,4 +27,7 @@ export interface RecoveryPlane {
   digests?(siteId: string, itemId: string, diskId: string, blockSize: number, signal?: AbortSignal): Promise<DigestMap | null>;
   /** The provider of a site's machines. */
   provider(site: { provider: string; root: string }): MachineProvider;
+  /** Replication of an item starts (protect, reverse replication): an embedded agent reads its
+   * assignments now rather than at its next poll. */
+  replicationStarted?(itemId: string): void;
 }

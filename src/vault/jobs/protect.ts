@@ -18,7 +18,7 @@ import type { Store } from '../../store/open.ts';
 import type { ItemActions, JobParams } from '../item-actions.ts';
 
 export function protectJob(store: Store, actions: ItemActions, kind: 'protect' | 'reverse-replicate' = 'protect', plane?: RecoveryPlane): JobDefinition<JobParams> {
-  const follow = followJob(store, actions);
+  const follow = followJob(store, actions, plane);
   return {
     kind,
     describe: (p) => [...(p.plan.resync ? [{ name: kind === 'reverse-replicate' ? 'prepare the replica from the old disks' : 'prepare a resync by differences' }] : []), ...follow.steps],
@@ -72,7 +72,7 @@ async function prepareResync(store: Store, ctx: TaskContext<JobParams>, kind: st
   return { mode };
 }
 
-function followJob(store: Store, actions: ItemActions): { steps: { name: string }[]; run(ctx: TaskContext<JobParams>, seq: number): Promise<unknown> } {
+function followJob(store: Store, actions: ItemActions, plane?: RecoveryPlane): { steps: { name: string }[]; run(ctx: TaskContext<JobParams>, seq: number): Promise<unknown> } {
   return {
     steps: [{ name: 'initial replication' }, { name: 'start delta replication' }],
     async run(ctx, seq) {
@@ -86,6 +86,7 @@ function followJob(store: Store, actions: ItemActions): { steps: { name: string 
         // the old clock. The points that existed are those created before the job (the vault's
         // clock), found once on the task's first run and kept in its checkpoint; a clock gone
         // back in between makes that set larger, which costs one more cycle at most.
+        plane?.replicationStarted?.(itemId);
         let after = (ctx.checkpoint as { afterPoint?: string } | undefined)?.afterPoint;
         if (after === undefined) {
           const existing = await store.db.selectFrom('recovery_points').select('id').where('item_id', '=', itemId).where('created_at', '<', ctx.job.createdAt).execute();
