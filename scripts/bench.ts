@@ -45,7 +45,9 @@ interface BenchResult {
 const head = ((): string => {
   try {
     const short = execFileSync('git', ['-C', root, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no', '--', 'src', 'bench', 'scripts'], { encoding: 'utf8' }).trim() !== '';
+    // bench/out is what the runs write (results.json is tracked): a section run after another
+    // is not "+changes" for that.
+    const dirty = execFileSync('git', ['-C', root, 'status', '--porcelain', '--untracked-files=no', '--', 'src', 'bench', 'scripts', ':!bench/out'], { encoding: 'utf8' }).trim() !== '';
     return dirty ? `${short}+changes` : short;
   } catch {
     return 'unknown';
