@@ -35,6 +35,8 @@ export interface PlannedExtent {
  * still arriving. `next` is called with each sequence number to send, in increasing order. */
 export interface StreamedPlan {
   frames: number;
+  /** The bytes its frames carry, when known (they size the default window). */
+  bytes?: number;
   /** `checksum`: the data's BLAKE3, when the source has just verified it (not hashed again). */
   next(seq: number): Promise<{ extent: PlannedExtent; data: Uint8Array; checksum?: Buffer }>;
 }
@@ -42,7 +44,7 @@ export interface StreamedPlan {
 interface SendCommon {
   vaultKey: Uint8Array;
   transferId: string;
-  /** Frames in flight before waiting for acknowledgements. */
+  /** Frames in flight before waiting for acknowledgements; default windowFor the plan. */
   window?: number;
   zstdLevel?: number | null;
   /** Called after each acknowledgement (progress, checkpoints). */
@@ -59,7 +61,7 @@ function planStream(plan: readonly PlannedExtent[], read: (e: PlannedExtent) => 
   for (const e of plan) {
     if (e.length > MAX_FRAME_EXTENT) throw new ReboundError('invalid', 'frame-extent-too-large', `A planned extent of ${e.length} bytes is larger than one frame carries (${MAX_FRAME_EXTENT}).`);
   }
-  return { frames: plan.length, next: async (seq) => { const extent = plan[seq]!; return { extent, data: await read(extent) }; } };
+  return { frames: plan.length, bytes: plan.reduce((n, e) => n + e.length, 0), next: async (seq) => { const extent = plan[seq]!; return { extent, data: await read(extent) }; } };
 }
 
 export interface SendResult {
@@ -187,7 +189,7 @@ export async function sendTransfer(socket: Duplex, opts: SendOptions): Promise<S
   const salt = newSessionSalt();
   const key = deriveSessionKey(opts.vaultKey, opts.transferId, salt);
   const id = Buffer.from(opts.transferId, 'utf8');
-  const window = Math.max(1, Math.min(opts.window ?? 64, 0xffff));
+  const window = Math.max(1, Math.min(opts.window ?? windowFor(source.bytes ?? 0, source.frames), 0xffff));
   const w16 = Buffer.alloc(2);
   w16.writeUInt16BE(window);
   await write(socket, control(HELLO, Buffer.concat([w16, Buffer.from([id.length]), id, salt])));

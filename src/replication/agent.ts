@@ -12,7 +12,7 @@ import { mkdir, readFile, rm } from 'node:fs/promises';
 import { setTimeout as delay } from 'node:timers/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { sendTransfer, windowFor } from '../datapath/frame-stream.ts';
+import { sendTransfer } from '../datapath/frame-stream.ts';
 import type { PlannedExtent } from '../datapath/frame-stream.ts';
 import { ReboundError } from '../domain/errors.ts';
 import { diffDigests, digestReader } from '../datapath/digest.ts';
@@ -46,6 +46,7 @@ export interface AgentOptions {
   targetDigests?(a: Assignment, diskId: string, blockSize: number, signal: AbortSignal, holding?: string): Promise<DigestMap | null>;
   /** How often assignments are re-read. */
   pollMs?: number;
+  /** Frames in flight; default: sized for each transfer (windowFor). */
   window?: number;
 }
 
@@ -118,7 +119,7 @@ export class Agent {
   #polling: Promise<void> | undefined;
   /** wake() came while a poll ran: the next poll follows that one at once. */
   #again = false;
-  stats = { points: 0, bytesSent: 0, bytesSkipped: 0, polls: 0 };
+  stats = { points: 0, bytesSent: 0, bytesSkipped: 0 };
 
   constructor(o: AgentOptions) { this.#o = o; }
 
@@ -126,7 +127,6 @@ export class Agent {
     if (this.#stopped) return;
     this.#timer = undefined;
     this.#again = false;
-    this.stats.polls++;
     this.#polling = this.#poll().catch((err: unknown) => this.#o.logger.warn({ err }, 'agent: cannot read assignments')).finally(() => {
       if (!this.#stopped) this.#timer = setTimeout(this.#tick, this.#again ? 0 : this.#o.pollMs ?? 1000);
     });
@@ -436,7 +436,7 @@ export class Agent {
             vaultKey: this.#o.transportKey,
             transferId: header.transferId,
             plan: frames,
-            window: this.#o.window ?? windowFor(plan.bytes, frames.length),
+            window: this.#o.window,
             // The link to the process server is local or LAN; compression happens on its WAN side.
             zstdLevel: null,
             read: (e) => disk.read(e.offset, e.length, signal),

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { PeerCertificate } from 'node:tls';
 import type { Duplex } from 'node:stream';
-import { receiveTransfer, sendTransfer, windowFor } from '../datapath/frame-stream.ts';
+import { receiveTransfer, sendTransfer } from '../datapath/frame-stream.ts';
 import type { PlannedExtent } from '../datapath/frame-stream.ts';
 import { conflict, invalid, ReboundError } from '../domain/errors.ts';
 import { Spool, SpoolReader } from './spool.ts';
@@ -31,7 +31,7 @@ export interface ProcessServerOptions {
   logger: Logger;
   link?: ProcessServerLink;
   checkPeer?: (cert: PeerCertificate) => void;
-  /** Frames in flight on each link. */
+  /** Frames in flight on the forwarding link; default: sized for each transfer (windowFor). */
   window?: number;
   /** Where the master target of a transfer's target site listens now (it may have moved since
    * the transfer was cached, e.g. after a restart); default: the address in the header. */
@@ -320,10 +320,11 @@ export class ProcessServer {
       await sendTransfer(socket, {
         vaultKey: this.#o.transportKey,
         transferId: h.transferId,
-        window: this.#o.window ?? windowFor(h.bytes, h.frames),
+        window: this.#o.window,
         zstdLevel: h.compression === 'zstd' ? undefined : null,
         stream: {
           frames: h.frames,
+          bytes: h.bytes,
           next: async (seq) => {
             await this.#forwardable(h.transferId, seq);
             // Verified against the source's checksum as it is read: the frame reuses it.
